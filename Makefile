@@ -1,0 +1,39 @@
+# sloeval: `make demo` runs the main job on a local Prometheus, `make test` runs every check.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: all venv system-deps demo test lint typecheck unit clean
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+system-deps:
+	scripts/install-system-deps.sh
+
+demo: venv
+	scripts/install-system-deps.sh prometheus
+	$(BIN)/python -m devtools.demo
+
+lint: venv
+	$(BIN)/ruff check sloeval devtools tests
+	$(BIN)/ruff format --check sloeval devtools tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -m "not e2e"
+
+test: venv system-deps lint typecheck
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo build *.egg-info

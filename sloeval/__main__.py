@@ -1,0 +1,3 @@
+from sloeval.cli import main
+
+raise SystemExit(main())

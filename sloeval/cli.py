@@ -1,0 +1,116 @@
+"""Command line: ``sloeval run | check | eval``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import structlog
+
+from sloeval import __version__
+from sloeval.connect import http_client_for, prometheus_client_for
+from sloeval.daemon import run_daemon
+from sloeval.evaluator import Evaluator
+from sloeval.logs import configure_logging
+from sloeval.online_check import check_slo
+from sloeval.report import render_json, render_table
+from sloeval.settings import Settings, SettingsError, load_settings
+from sloeval.slo_config import ConfigError, SLOConfig, load_slo_file
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds (``1700000000.5``) or RFC 3339 (``2026-11-27T07:00:00Z``)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a unix time or RFC 3339 timestamp: {text!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"RFC 3339 timestamp needs a time zone (e.g. Z): {text!r}")
+    return parsed.timestamp()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sloeval", description="SLO evaluation daemon for Prometheus.")
+    parser.add_argument("--version", action="version", version=f"sloeval {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("-c", "--config", type=Path, help="SLO file (overrides SLOEVAL_SLO_FILE)")
+        return sub
+
+    add("run", "Run the daemon: evaluate on a fixed cadence and serve /metrics.")
+    check = add("check", "Validate the SLO file (exit 0 valid, 1 invalid, 2 usage).")
+    check.add_argument("--online", action="store_true", help="also query Prometheus for series and buckets")
+    evaluate = add("eval", "Evaluate every SLO once and print the result.")
+    evaluate.add_argument("--at", type=parse_time, help="unix time or RFC 3339 (default: now)")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+async def _eval(settings: Settings, config: SLOConfig, at: float, fmt: str) -> int:
+    async with http_client_for(settings) as http:
+        evaluator = Evaluator(
+            config.slos, prometheus_client_for(settings, http), concurrency=settings.query_concurrency
+        )
+        snapshot = await evaluator.evaluate(at)
+    print(render_json(snapshot) if fmt == "json" else render_table(snapshot))
+    return EXIT_OK if snapshot.succeeded else EXIT_INVALID
+
+
+async def _check_online(settings: Settings, config: SLOConfig) -> int:
+    at = time.time()
+    problems = 0
+    async with http_client_for(settings) as http:
+        client = prometheus_client_for(settings, http)
+        for slo in config.slos:
+            findings = await check_slo(client, slo, at)
+            for finding in findings:
+                print(f"{config.path}: slo {finding.slo!r}: {finding.severity}: {finding.message}")
+                problems += finding.severity == "error"
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(**({"slo_file": args.config} if args.config else {}))
+    except SettingsError as exc:
+        print(f"sloeval: invalid settings: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        config = load_slo_file(settings.slo_file)
+    except ConfigError as exc:
+        print(f"sloeval: invalid config: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+    if args.command == "check":
+        print(f"{config.path}: ok: {len(config.slos)} SLOs for service {config.service!r}")
+        for slo in config.slos:
+            print(f"  {slo.name}: {slo.kind}, objective {100 * slo.objective:g}% over {slo.period_name}")
+        if not args.online:
+            return EXIT_OK
+        return anyio.run(_check_online, settings, config)
+    if args.command == "eval":
+        at = args.at if args.at is not None else time.time()
+        return anyio.run(_eval, settings, config, at, args.format)
+    try:
+        anyio.run(run_daemon, settings, config)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        structlog.get_logger("sloeval").error("fatal", error=str(exc))
+        return EXIT_INVALID
+    return EXIT_OK

@@ -1,0 +1,204 @@
+"""Async client for the Prometheus HTTP query API (Prometheus, VictoriaMetrics, Thanos, Mimir)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+log = structlog.get_logger("sloeval.prometheus")
+
+#: HTTP statuses where another attempt can succeed.
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+#: Prometheus ``errorType`` values where another attempt can succeed.
+_RETRYABLE_ERROR_TYPES = frozenset({"timeout", "unavailable"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    samples: tuple[Sample, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+class PrometheusQueryError(Exception):
+    """A query failed; ``retryable`` says whether asking again can help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        query: str,
+        error_type: str | None = None,
+        status_code: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.query = query
+        self.error_type = error_type
+        self.status_code = status_code
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def parse_value(text: object) -> float:
+    """Prometheus sends numbers as strings, including ``NaN``, ``+Inf`` and ``-Inf``."""
+    if not isinstance(text, str):
+        raise ValueError(f"sample value must be a string, got {type(text).__name__}")
+    return float(text)
+
+
+def parse_query_response(payload: Any, query: str) -> QueryResult:
+    """Turn a decoded ``/api/v1/query`` body into samples, or raise PrometheusQueryError."""
+    if not isinstance(payload, dict):
+        raise PrometheusQueryError("response is not a JSON object", query=query)
+    warnings = tuple(str(w) for w in payload.get("warnings") or () if isinstance(w, str))
+    if payload.get("status") != "success":
+        error_type = payload.get("errorType")
+        error_type = error_type if isinstance(error_type, str) else None
+        message = payload.get("error")
+        raise PrometheusQueryError(
+            f"{error_type or 'error'}: {message if isinstance(message, str) else 'query failed'}",
+            query=query,
+            error_type=error_type,
+            retryable=error_type in _RETRYABLE_ERROR_TYPES,
+        )
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise PrometheusQueryError("response has no 'data' object", query=query)
+    result_type = data.get("resultType")
+    result = data.get("result")
+    try:
+        if result_type == "vector" and isinstance(result, list):
+            samples = []
+            for item in result:
+                metric = item.get("metric", {}) if isinstance(item, dict) else None
+                value = item.get("value") if isinstance(item, dict) else None
+                if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
+                    raise ValueError("malformed vector element")
+                labels = {str(k): str(v) for k, v in metric.items()}
+                samples.append(Sample(labels, parse_value(value[1])))
+            return QueryResult(tuple(samples), warnings)
+        if result_type == "scalar" and isinstance(result, list) and len(result) == 2:
+            return QueryResult((Sample({}, parse_value(result[1])),), warnings)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise PrometheusQueryError(f"malformed query result: {exc}", query=query) from None
+    raise PrometheusQueryError(f"unexpected result type {result_type!r} (expected a vector)", query=query)
+
+
+def _describe_body(response: httpx.Response) -> str:
+    text = " ".join(response.text[:200].split())
+    return text or "empty body"
+
+
+class PrometheusClient:
+    """Instant queries with per-query timeout and retries where they can help."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        *,
+        timeout: float,
+        attempts: int = 3,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 2.0,
+        on_attempt: Callable[[str], None] | None = None,
+    ) -> None:
+        self._http = http
+        self._endpoint = base_url.rstrip("/") + "/api/v1/query"
+        self._timeout = timeout
+        self._attempts = attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._on_attempt = on_attempt or (lambda outcome: None)
+
+    async def query(self, promql: str, at: float) -> QueryResult:
+        """Evaluate ``promql`` at unix time ``at``."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=self._backoff_initial, max=self._backoff_max),
+            retry=retry_if_exception(lambda exc: isinstance(exc, PrometheusQueryError) and exc.retryable),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._query_once(promql, at)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _query_once(self, promql: str, at: float) -> QueryResult:
+        form = {"query": promql, "time": f"{at:.3f}", "timeout": f"{self._timeout:g}s"}
+        try:
+            with anyio.fail_after(self._timeout + 1.0):
+                response = await self._http.post(self._endpoint, data=form, timeout=self._timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self._on_attempt("connect_error")
+            raise PrometheusQueryError(
+                f"cannot connect to Prometheus: {type(exc).__name__}", query=promql, retryable=True
+            ) from None
+        except (httpx.TimeoutException, TimeoutError):
+            self._on_attempt("timeout")
+            raise PrometheusQueryError(
+                f"no answer within the query timeout of {self._timeout:g}s", query=promql, error_type="timeout"
+            ) from None
+        except httpx.HTTPError as exc:
+            self._on_attempt("error")
+            raise PrometheusQueryError(f"HTTP error: {type(exc).__name__}", query=promql, retryable=True) from None
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._on_attempt("error")
+            raise PrometheusQueryError(
+                f"HTTP {response.status_code} with a non-JSON body: {_describe_body(response)}",
+                query=promql,
+                status_code=response.status_code,
+                retryable=response.status_code in _RETRYABLE_STATUS,
+            ) from None
+        try:
+            result = parse_query_response(payload, promql)
+        except PrometheusQueryError as exc:
+            exc.status_code = response.status_code
+            exc.retryable = exc.retryable or response.status_code in _RETRYABLE_STATUS
+            self._on_attempt("error")
+            raise
+        self._on_attempt("success")
+        for warning in result.warnings:
+            log.warning("prometheus_warning", warning=warning, query=promql)
+        return result
+
+
+def make_http_client(
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    bearer_token: str | None = None,
+    ca_file: str | None = None,
+    tls_verify: bool = True,
+    max_connections: int = 16,
+) -> httpx.AsyncClient:
+    """An httpx client with the configured authentication and TLS settings."""
+    verify: ssl.SSLContext | bool = tls_verify
+    if tls_verify and ca_file:
+        verify = ssl.create_default_context(cafile=ca_file)
+    auth = httpx.BasicAuth(username, password or "") if username else None
+    headers = {"User-Agent": "sloeval"}
+    if bearer_token:
+        headers["Authorization"] = f"Bearer {bearer_token}"
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(auth=auth, headers=headers, verify=verify, limits=limits)

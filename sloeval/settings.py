@@ -1,0 +1,84 @@
+"""Process settings from ``SLOEVAL_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sloeval.selectors import is_metric_name
+
+ENV_PREFIX = "SLOEVAL_"
+
+
+class SettingsError(Exception):
+    """Invalid settings, with a one-line message naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the daemon reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    prometheus_url: str = Field("http://localhost:9090", description="Base URL of the Prometheus HTTP API.")
+    slo_file: Path = Field(Path("config/slos.yaml"), description="Path of the SLO file.")
+    eval_interval: float = Field(30.0, gt=0, le=86400, description="Seconds between evaluation cycles.")
+    http_host: str = Field("0.0.0.0", description="Address for /metrics, /healthz and /readyz.")  # noqa: S104
+    http_port: int = Field(9180, ge=0, le=65535, description="Port for /metrics, /healthz and /readyz.")
+    metric_prefix: str = Field("samokoder", description="Prefix of the exported SLO metrics.")
+    log_format: Literal["json", "console"] = Field("json", description="Log output format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    query_timeout: float = Field(10.0, gt=0, le=600, description="Seconds one PromQL query may take.")
+    query_attempts: int = Field(3, ge=1, le=10, description="Tries per query when a retry can help.")
+    query_concurrency: int = Field(8, ge=1, le=256, description="Queries in flight at once.")
+    ready_max_failed_cycles: int = Field(3, ge=1, description="Failed cycles in a row before /readyz fails.")
+    prometheus_username: str | None = Field(None, description="Basic auth user for Prometheus.")
+    prometheus_password: SecretStr | None = Field(None, description="Basic auth password.")
+    prometheus_password_file: Path | None = Field(None, description="File holding the basic auth password.")
+    prometheus_bearer_token: SecretStr | None = Field(None, description="Bearer token for Prometheus.")
+    prometheus_bearer_token_file: Path | None = Field(None, description="File holding the bearer token.")
+    prometheus_ca_file: Path | None = Field(None, description="CA bundle to verify Prometheus's TLS certificate.")
+    prometheus_tls_verify: bool = Field(True, description="Verify Prometheus's TLS certificate.")
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("metric_prefix")
+    @classmethod
+    def _metric_prefix(cls, value: str) -> str:
+        if not is_metric_name(value) or ":" in value:
+            raise ValueError("must be a metric name prefix such as 'samokoder'")
+        return value
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        for name in ("prometheus_password", "prometheus_bearer_token"):
+            file_path: Path | None = getattr(self, f"{name}_file")
+            if file_path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"set only one of {ENV_PREFIX}{name.upper()} and {ENV_PREFIX}{name.upper()}_FILE")
+            try:
+                secret = file_path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"cannot read {ENV_PREFIX}{name.upper()}_FILE: {exc.strerror}") from None
+            object.__setattr__(self, name, SecretStr(secret))
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise SettingsError with a one-line message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        loc = [str(p) for p in error["loc"]]
+        variable = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        raise SettingsError(" ".join(f"{variable}: {message}".split())) from None

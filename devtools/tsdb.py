@@ -18,13 +18,15 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 PROMTOOL = "/usr/bin/promtool"
 BLOCK_SECONDS = 7200
 """Length of the blocks promtool writes; chunk files must align to it."""
-DEFAULT_CHUNK_SECONDS = 86400
-"""Measured best on a 2-core box (see the module's benchmark in the PR notes)."""
+DEFAULT_CHUNK_SECONDS = 43200
+"""Half-day chunk files: measured fastest on a 2-core box for both 7 and 31 days of data
+(one day per file is as fast for a month but leaves cores idle on short ranges)."""
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -124,6 +126,9 @@ def write_prometheus_blocks(
         raise ValueError(f"chunk_seconds must be a positive multiple of {BLOCK_SECONDS}, got {chunk_seconds}")
     out_dir.mkdir(parents=True, exist_ok=True)
     times = [[t for t, _ in one.samples] for one in series]
+    for one, ts in zip(series, times, strict=True):
+        if any(later <= earlier for earlier, later in pairwise(ts)):
+            raise ValueError(f"samples of {one.selector} are not in strictly ascending time order")
     bounds = [(ts[0], ts[-1]) for ts in times if ts]
     if not bounds:
         return

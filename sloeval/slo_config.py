@@ -159,16 +159,27 @@ class RawSLI(_Strict):
 class SLOSpec(_Strict):
     """One SLO as written in the file."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-    slo_type: str = Field("availability", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description="Unique name; the `slo` label. Letters, digits and `_.:-`.",
+    )
+    slo_type: str = Field(
+        "availability",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="`availability`, `latency`, `errors` or your own word; the `slo_type` label.",
+    )
     objective: float = Field(gt=0, lt=100, description="Target in percent, e.g. 99.9.")
     period: Duration | None = Field(None, description="Rolling period; defaults to the file's period.")
-    description: str | None = None
+    description: str | None = Field(None, description="Free text for people.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on every exported series.")
-    ratio: RatioSLI | None = None
-    latency: LatencySLI | None = None
-    uptime: UptimeSLI | None = None
-    raw: RawSLI | None = None
+    ratio: RatioSLI | None = Field(None, description="Events SLI from counters (see below).")
+    latency: LatencySLI | None = Field(None, description="Latency SLI from a histogram (see below).")
+    uptime: UptimeSLI | None = Field(None, description="Time-based SLI from a 0/1 gauge (see below).")
+    raw: RawSLI | None = Field(None, description="Escape hatch: your own error-ratio PromQL (see below).")
 
     @field_validator("labels")
     @classmethod
@@ -197,7 +208,7 @@ class SLOFileSpec(_Strict):
 
     service: str = Field(min_length=1, max_length=200, description="Service name, exported as label 'service'.")
     period: Duration = Field(parse_duration(DEFAULT_PERIOD), description="Default rolling period for every SLO.")
-    slos: list[SLOSpec] = Field(min_length=1)
+    slos: list[SLOSpec] = Field(min_length=1, description="The SLOs; at least one.")
 
     @field_validator("slos")
     @classmethod

@@ -101,6 +101,7 @@ def main() -> int:
                 "SLOEVAL_SLO_FILE": str(REPO / "config" / "slos.yaml"),
                 "SLOEVAL_LOG_FORMAT": "console",
                 "SLOEVAL_LOG_LEVEL": "warning",
+                "SLOEVAL_STATE_DIR": str(args.workdir / "state"),
             }
         )
         banner("Config check against the live data")

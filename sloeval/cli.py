@@ -13,14 +13,18 @@ import anyio
 import structlog
 
 from sloeval import __version__
+from sloeval.alerting import build_channels
+from sloeval.channels import DeliveryError
 from sloeval.connect import http_client_for, prometheus_client_for
 from sloeval.daemon import run_daemon
 from sloeval.evaluator import Evaluator
 from sloeval.logs import configure_logging
+from sloeval.messages import render_test_message
 from sloeval.online_check import check_slo
 from sloeval.report import render_json, render_table
 from sloeval.settings import Settings, SettingsError, load_settings
-from sloeval.slo_config import ConfigError, SLOConfig, load_slo_file
+from sloeval.slo_config import ConfigError, SLOConfig, SLODefinition, load_slo_file
+from sloeval.state_store import StateStoreError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -56,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = add("eval", "Evaluate every SLO once and print the result.")
     evaluate.add_argument("--at", type=parse_time, help="unix time or RFC 3339 (default: now)")
     evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    notify = add("notify-test", "Send a test message to every configured recipient (exit 1 if any send fails).")
+    notify.add_argument("--channel", choices=("telegram", "email"), help="only this channel")
     return parser
 
 
@@ -82,6 +88,44 @@ async def _check_online(settings: Settings, config: SLOConfig) -> int:
     return EXIT_INVALID if problems else EXIT_OK
 
 
+async def _notify_test(settings: Settings, only: str | None) -> int:
+    channels = build_channels(settings)
+    if only is not None:
+        channels = {name: c for name, c in channels.items() if name == only}
+    if not channels:
+        wanted = only or "telegram or email"
+        print(f"sloeval: no {wanted} channel is configured (see SLOEVAL_TELEGRAM_* / SLOEVAL_SMTP_*)", file=sys.stderr)
+        return EXIT_INVALID
+    failures = 0
+    for name, channel in channels.items():
+        message = render_test_message(name)
+        for recipient in channel.recipients:
+            try:
+                with anyio.fail_after(settings.notify_timeout + 5):
+                    await channel.send(recipient, message)
+            except DeliveryError as exc:
+                failures += 1
+                kind = "permanent" if exc.permanent else "temporary"
+                print(f"{name} -> {recipient}: FAILED ({kind}): {exc.message}")
+            except TimeoutError:
+                failures += 1
+                print(f"{name} -> {recipient}: FAILED: no answer within {settings.notify_timeout:g}s")
+            else:
+                print(f"{name} -> {recipient}: sent")
+        await channel.aclose()
+    return EXIT_INVALID if failures else EXIT_OK
+
+
+def _describe_alerts(slo: SLODefinition) -> list[str]:
+    lines = []
+    if slo.default_alerts:
+        scaled = "" if slo.period == 30 * 86400 else f", windows scaled from 30d to {slo.period_name}"
+        lines.append(f"    default alerts{scaled}:")
+    for rule in slo.alerts:
+        lines.append(f"    - {rule.name} [{rule.severity}]: {rule.describe()}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -91,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     configure_logging(settings.log_level, settings.log_format)
     try:
-        config = load_slo_file(settings.slo_file)
+        config = load_slo_file(settings.slo_file, min_window=settings.eval_interval)
     except ConfigError as exc:
         print(f"sloeval: invalid config: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -100,17 +144,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.path}: ok: {len(config.slos)} SLOs for service {config.service!r}")
         for slo in config.slos:
             print(f"  {slo.name}: {slo.kind}, objective {100 * slo.objective:g}% over {slo.period_name}")
+            print("\n".join(_describe_alerts(slo)))
         if not args.online:
             return EXIT_OK
         return anyio.run(_check_online, settings, config)
     if args.command == "eval":
         at = args.at if args.at is not None else time.time()
         return anyio.run(_eval, settings, config, at, args.format)
+    if args.command == "notify-test":
+        return anyio.run(_notify_test, settings, args.channel)
     try:
         anyio.run(run_daemon, settings, config)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        structlog.get_logger("sloeval").error("fatal", error=str(exc))
+    except (OSError, StateStoreError) as exc:
+        structlog.get_logger("sloeval").error("cannot_start", error=str(exc))
+        print(f"sloeval: cannot start: {exc}", file=sys.stderr)
         return EXIT_INVALID
     return EXIT_OK

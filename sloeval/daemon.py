@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import math
 import signal
+import sqlite3
 import time
 
 import anyio
 import structlog
 from anyio import CancelScope
 
+from sloeval.alert_engine import firing_alerts
+from sloeval.alerting import Alerting, build_channels
 from sloeval.connect import http_client_for, prometheus_client_for
+from sloeval.dispatcher import Dispatcher
 from sloeval.evaluator import Evaluator
 from sloeval.exporter import DaemonMetrics, SnapshotHolder
 from sloeval.http_server import MetricsServer, build_app
 from sloeval.settings import Settings
 from sloeval.slo_config import SLOConfig
+from sloeval.state_store import StateStore
 
 log = structlog.get_logger("sloeval.daemon")
 
@@ -44,6 +49,8 @@ async def _watch_signals(scope: CancelScope) -> None:
 
 
 async def run_daemon(settings: Settings, config: SLOConfig) -> None:
+    """Run until SIGTERM/SIGINT. Raises StateStoreError or OSError when it cannot start."""
+    store = StateStore.open(settings.state_dir)
     holder = SnapshotHolder()
     metrics = DaemonMetrics(holder, settings.metric_prefix)
     server = MetricsServer(
@@ -64,44 +71,67 @@ async def run_daemon(settings: Settings, config: SLOConfig) -> None:
                 log.warning("prometheus_tls_verification_disabled")
             client = prometheus_client_for(settings, http, lambda outcome: metrics.queries.labels(outcome).inc())
             evaluator = Evaluator(config.slos, client, concurrency=settings.query_concurrency)
+            channels = build_channels(settings)
+            alerting = Alerting(config, store, channels, settings)
+            holder.publish_firing(_firing_rows(alerting))
+            dispatchers = {
+                name: Dispatcher(
+                    store,
+                    channel,
+                    attempt_timeout=settings.notify_timeout,
+                    on_outcome=lambda ch, outcome: metrics.notifications.labels(ch, outcome).inc(),
+                )
+                for name, channel in channels.items()
+            }
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, group.cancel_scope)
-                await _evaluation_loop(settings, evaluator, holder, metrics)
+                for dispatcher in dispatchers.values():
+                    group.start_soon(dispatcher.run)
+                await _evaluation_loop(settings, evaluator, holder, metrics, alerting, dispatchers)
     finally:
         server.close()
+        store.close()
         log.info("stopped")
 
 
+def _firing_rows(alerting: Alerting) -> tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]:
+    return tuple((key.slo, key.alert, severity, key.labels) for key, severity in firing_alerts(alerting.states))
+
+
 async def _evaluation_loop(
-    settings: Settings, evaluator: Evaluator, holder: SnapshotHolder, metrics: DaemonMetrics
+    settings: Settings,
+    evaluator: Evaluator,
+    holder: SnapshotHolder,
+    metrics: DaemonMetrics,
+    alerting: Alerting,
+    dispatchers: dict[str, Dispatcher],
 ) -> None:
     interval = settings.eval_interval
     tick = anyio.current_time()
     while True:
         at = round(time.time(), 3)
         started = anyio.current_time()
-        snapshot = None
-        with anyio.move_on_after(interval):
-            snapshot = await evaluator.evaluate(at)
+        snapshot = await evaluator.evaluate(at, deadline=interval * 0.9)
         elapsed = anyio.current_time() - started
         metrics.cycle_duration.observe(elapsed)
-        if snapshot is None:
-            holder.record_failed_cycle()
-            metrics.cycles.labels("failed").inc()
-            log.error("evaluation_timed_out", deadline_seconds=interval, evaluated_at=at)
-        else:
-            holder.publish(snapshot)
-            stale = [s.slo.name for s in snapshot.statuses if s.stale]
-            outcome = "success" if not stale else ("failed" if len(stale) == len(snapshot.statuses) else "partial")
-            metrics.cycles.labels(outcome).inc()
-            log.info(
-                "evaluation_cycle",
-                outcome=outcome,
-                evaluated_at=at,
-                duration_seconds=round(elapsed, 4),
-                slos=len(snapshot.statuses),
-                results=sum(len(s.results) for s in snapshot.statuses),
-                stale_slos=stale,
-            )
+        holder.publish(snapshot)
+        stale = [s.slo.name for s in snapshot.statuses if s.stale]
+        outcome = "success" if not stale else ("failed" if len(stale) == len(snapshot.statuses) else "partial")
+        metrics.cycles.labels(outcome).inc()
+        log.info(
+            "evaluation_cycle",
+            outcome=outcome,
+            evaluated_at=at,
+            duration_seconds=round(elapsed, 4),
+            slos=len(snapshot.statuses),
+            results=sum(len(s.results) for s in snapshot.statuses),
+            stale_slos=stale,
+        )
+        try:
+            for channel in await alerting.on_snapshot(snapshot):
+                dispatchers[channel].wake()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("alert_state_not_saved", error=str(exc), hint="check SLOEVAL_STATE_DIR (full, read-only?)")
+        holder.publish_firing(_firing_rows(alerting))
         tick = next_tick(tick, interval, anyio.current_time())
         await anyio.sleep_until(tick)

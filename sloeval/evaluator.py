@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -37,8 +38,12 @@ class Evaluator:
     def queries(self) -> tuple[SLOQuery, ...]:
         return self._queries
 
-    async def evaluate(self, at: float) -> Snapshot:
-        """Evaluate all SLOs at unix time ``at``; failures mark single SLOs stale."""
+    async def evaluate(self, at: float, *, deadline: float | None = None) -> Snapshot:
+        """Evaluate all SLOs at unix time ``at``; failures mark single SLOs stale.
+
+        SLOs not finished within ``deadline`` seconds are stale in the snapshot too, so a
+        slow cycle is visible instead of silently missing.
+        """
         started = time.perf_counter()
         statuses: list[SLOStatus | None] = [None] * len(self._queries)
 
@@ -46,11 +51,17 @@ class Evaluator:
             async with self._limiter:
                 statuses[index] = await self._evaluate_one(query, at)
 
-        async with anyio.create_task_group() as group:
-            for index, query in enumerate(self._queries):
-                group.start_soon(run, index, query)
-        done = tuple(s for s in statuses if s is not None)
-        return Snapshot(evaluated_at=at, duration_seconds=time.perf_counter() - started, statuses=done)
+        with anyio.move_on_after(deadline if deadline is not None else math.inf):
+            async with anyio.create_task_group() as group:
+                for index, query in enumerate(self._queries):
+                    group.start_soon(run, index, query)
+        done = []
+        for query, status in zip(self._queries, statuses, strict=True):
+            if status is None:
+                log.warning("slo_query_unfinished", slo=query.slo.name, deadline_seconds=deadline)
+                status = SLOStatus(slo=query.slo, results=(), error=f"not evaluated within {deadline:g}s")
+            done.append(status)
+        return Snapshot(evaluated_at=at, duration_seconds=time.perf_counter() - started, statuses=tuple(done))
 
     async def _evaluate_one(self, query: SLOQuery, at: float) -> SLOStatus:
         try:

@@ -24,6 +24,15 @@ class SnapshotHolder:
         self._snapshot: Snapshot | None = None
         self._last_success: float | None = None
         self._failed_in_a_row = 0
+        self._firing: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = ()
+
+    def publish_firing(self, firing: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]) -> None:
+        """(slo, alert, severity, labels) of every firing alert."""
+        self._firing = firing
+
+    @property
+    def firing(self) -> tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]:
+        return self._firing
 
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:
@@ -33,10 +42,6 @@ class SnapshotHolder:
                 self._failed_in_a_row = 0
             else:
                 self._failed_in_a_row += 1
-
-    def record_failed_cycle(self) -> None:
-        with self._lock:
-            self._failed_in_a_row += 1
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -85,6 +90,11 @@ class SnapshotCollector(Collector):
         last_success = GaugeMetricFamily(
             "sloeval_last_evaluation_success_timestamp_seconds", "When the last fully successful cycle finished."
         )
+        firing = GaugeMetricFamily(f"{p}_slo_alert_firing", "1 for every alert that is firing.")
+        for slo_name, alert, severity, alert_labels in self._holder.firing:
+            firing.add_sample(
+                firing.name, {**dict(alert_labels), "slo": slo_name, "alert": alert, "severity": severity}, 1.0
+            )
         snapshot = self._holder.snapshot
         if snapshot is not None:
             last_eval.add_metric([], snapshot.evaluated_at)
@@ -112,7 +122,7 @@ class SnapshotCollector(Collector):
                             burn.add_sample(burn.name, {**labels, "window": window}, value)
         if self._holder.last_success is not None:
             last_success.add_metric([], self._holder.last_success)
-        yield from (budget, burn, sli, objective, avail_current, avail_target, latency_target, stale)
+        yield from (budget, burn, sli, objective, avail_current, avail_target, latency_target, firing, stale)
         yield from (last_eval, last_success)
 
 
@@ -144,6 +154,12 @@ class DaemonMetrics:
         )
         self.cycles = Counter(
             "sloeval_evaluation_cycles", "Evaluation cycles, by outcome.", ["outcome"], registry=self.registry
+        )
+        self.notifications = Counter(
+            "sloeval_notifications",
+            "Delivery attempts by channel and outcome (sent, retry, failed).",
+            ["channel", "outcome"],
+            registry=self.registry,
         )
         for outcome in ("success", "error", "timeout", "connect_error"):
             self.queries.labels(outcome)

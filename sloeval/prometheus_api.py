@@ -132,7 +132,9 @@ class PrometheusClient:
         """Evaluate ``promql`` at unix time ``at``."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=self._backoff_initial, max=self._backoff_max),
+            wait=wait_exponential_jitter(
+                initial=self._backoff_initial, max=self._backoff_max, jitter=self._backoff_initial
+            ),
             retry=retry_if_exception(lambda exc: isinstance(exc, PrometheusQueryError) and exc.retryable),
             sleep=anyio.sleep,
             reraise=True,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sloeval.selectors import is_metric_name
 
@@ -15,6 +15,15 @@ ENV_PREFIX = "SLOEVAL_"
 
 class SettingsError(Exception):
     """Invalid settings, with a one-line message naming the variable."""
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class Settings(BaseSettings):
@@ -41,6 +50,25 @@ class Settings(BaseSettings):
     prometheus_bearer_token_file: Path | None = Field(None, description="File holding the bearer token.")
     prometheus_ca_file: Path | None = Field(None, description="CA bundle to verify Prometheus's TLS certificate.")
     prometheus_tls_verify: bool = Field(True, description="Verify Prometheus's TLS certificate.")
+    state_dir: Path = Field(Path("sloeval-state"), description="Where alert state and the outbox persist.")
+    stale_alert_after: float = Field(600.0, gt=0, description="Seconds of missing data before SLODataMissing.")
+    notify_deadline: float = Field(3600.0, gt=0, description="Seconds a message is retried before it is dropped.")
+    notify_timeout: float = Field(15.0, gt=0, le=300, description="Seconds one delivery attempt may take.")
+    telegram_bot_token: SecretStr | None = Field(None, description="Bot token from @BotFather.")
+    telegram_bot_token_file: Path | None = Field(None, description="File holding the bot token.")
+    telegram_chat_ids: CommaList = Field(default_factory=list, description="Comma list of chat ids to page.")
+    telegram_api_url: str = Field("https://api.telegram.org", description="Bot API server (a local one works).")
+    telegram_min_interval: float = Field(1.0, ge=0, description="Seconds between two messages to one chat.")
+    smtp_host: str | None = Field(None, description="SMTP server; email is off when unset.")
+    smtp_port: int | None = Field(None, ge=1, le=65535, description="Default 587 (starttls), 465 (implicit), 25.")
+    smtp_username: str | None = Field(None, description="SMTP AUTH user.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
+    smtp_password_file: Path | None = Field(None, description="File holding the SMTP password.")
+    smtp_tls: Literal["starttls", "implicit", "none"] = Field("starttls", description="How SMTP is encrypted.")
+    smtp_tls_verify: bool = Field(True, description="Verify the SMTP server's certificate.")
+    smtp_ca_file: Path | None = Field(None, description="CA bundle to verify the SMTP server.")
+    email_from: str = Field("sloeval@localhost", description="From address of alert emails.")
+    email_to: CommaList = Field(default_factory=list, description="Comma list of recipients.")
 
     @field_validator("prometheus_url")
     @classmethod
@@ -56,9 +84,38 @@ class Settings(BaseSettings):
             raise ValueError("must be a metric name prefix such as 'samokoder'")
         return value
 
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("email_from", "email_to")
+    @classmethod
+    def _addresses(cls, value: str | list[str]) -> str | list[str]:
+        for address in [value] if isinstance(value, str) else value:
+            if "@" not in address or any(ch in address for ch in "\r\n<>,; "):
+                raise ValueError(f"{address!r} is not a plain email address")
+        return value
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {"starttls": 587, "implicit": 465, "none": 25}[self.smtp_tls]
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return self.telegram_bot_token is not None and bool(self.telegram_chat_ids)
+
+    @property
+    def email_enabled(self) -> bool:
+        return self.smtp_host is not None and bool(self.email_to)
+
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:
-        for name in ("prometheus_password", "prometheus_bearer_token"):
+        for name in ("prometheus_password", "prometheus_bearer_token", "telegram_bot_token", "smtp_password"):
             file_path: Path | None = getattr(self, f"{name}_file")
             if file_path is None:
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +27,16 @@ from pydantic import (
     model_validator,
 )
 
+from sloeval.alert_rules import (
+    AlertRule,
+    AlertSpec,
+    NotifyPolicy,
+    NotifySpec,
+    SilenceSpec,
+    compile_alert,
+    compile_policy,
+    default_alerts,
+)
 from sloeval.durations import format_duration, parse_duration
 from sloeval.selectors import Selector, SelectorError, is_label_name, parse_selector
 
@@ -180,6 +190,14 @@ class SLOSpec(_Strict):
     latency: LatencySLI | None = Field(None, description="Latency SLI from a histogram (see below).")
     uptime: UptimeSLI | None = Field(None, description="Time-based SLI from a 0/1 gauge (see below).")
     raw: RawSLI | None = Field(None, description="Escape hatch: your own error-ratio PromQL (see below).")
+    alerts: list[AlertSpec] | None = Field(
+        None, description="Alert rules; when absent, the default burn-rate and budget alerts apply."
+    )
+    include_default_alerts: bool = Field(
+        False, description="Add the default alerts to the listed ones (they are used anyway when none are listed)."
+    )
+    dashboard_url: str | None = Field(None, description="Link in this SLO's messages.")
+    runbook_url: str | None = Field(None, description="Runbook link in this SLO's messages.")
 
     @field_validator("labels")
     @classmethod
@@ -200,6 +218,10 @@ class SLOSpec(_Strict):
         if len(given) != 1:
             found = ", ".join(given) if given else "none"
             raise ValueError(f"give exactly one SLI kind of ratio, latency, uptime, raw (found: {found})")
+        names = [a.name for a in self.alerts or ()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"alert name {duplicates[0]!r} is used twice in this SLO")
         return self
 
 
@@ -209,6 +231,10 @@ class SLOFileSpec(_Strict):
     service: str = Field(min_length=1, max_length=200, description="Service name, exported as label 'service'.")
     period: Duration = Field(parse_duration(DEFAULT_PERIOD), description="Default rolling period for every SLO.")
     slos: list[SLOSpec] = Field(min_length=1, description="The SLOs; at least one.")
+    notify: NotifySpec = Field(
+        default_factory=lambda: NotifySpec.model_validate({}), description="Routing, repeats, resolves, links."
+    )
+    silences: list[SilenceSpec] = Field(default_factory=list, description="Maintenance windows.")
 
     @field_validator("slos")
     @classmethod
@@ -265,6 +291,10 @@ class SLODefinition:
     labels: tuple[tuple[str, str], ...]
     indicator: Indicator
     description: str | None = None
+    alerts: tuple[AlertRule, ...] = ()
+    default_alerts: bool = False  # True when the rules are the (period-scaled) defaults
+    dashboard_url: str | None = None
+    runbook_url: str | None = None
 
     @property
     def kind(self) -> IndicatorKind:
@@ -292,6 +322,7 @@ class SLOConfig:
     path: Path
     service: str
     slos: tuple[SLODefinition, ...]
+    notify: NotifyPolicy = field(default_factory=NotifyPolicy)
 
 
 def percent_to_ratio(percent: float) -> float:
@@ -299,13 +330,24 @@ def percent_to_ratio(percent: float) -> float:
     return float(Decimal(repr(float(percent))) / 100)
 
 
-def windows_for(period: int) -> tuple[int, ...]:
-    """The standard windows not longer than the period, then the period itself."""
-    return tuple(sorted({w for w in STANDARD_WINDOWS if w <= period} | {period}))
+def windows_for(period: int, extra: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """The standard windows not longer than the period, the alerts' windows, the period."""
+    return tuple(sorted({w for w in STANDARD_WINDOWS if w <= period} | set(extra) | {period}))
 
 
-def _compile(spec: SLOSpec, file_spec: SLOFileSpec) -> SLODefinition:
+def _compile(spec: SLOSpec, file_spec: SLOFileSpec, min_window: float) -> SLODefinition:
     period = spec.period if spec.period is not None else file_spec.period
+    listed = tuple(compile_alert(a) for a in spec.alerts or ())
+    uses_defaults = spec.alerts is None or spec.include_default_alerts
+    defaults = default_alerts(period, min_window) if uses_defaults else ()
+    listed_names = {rule.name for rule in listed}
+    alerts = tuple(rule for rule in defaults if rule.name not in listed_names) + listed
+    for rule in alerts:
+        for window in (*rule.windows, rule.for_seconds):
+            if window > period:
+                raise _CompileError(
+                    spec.name, f"alerts.{rule.name}", f"{format_duration(window)} is longer than the period"
+                )
     indicator: Indicator
     group_by: list[str] = []
     if spec.ratio is not None:
@@ -326,12 +368,26 @@ def _compile(spec: SLOSpec, file_spec: SLOFileSpec) -> SLODefinition:
         service=file_spec.service,
         objective=percent_to_ratio(spec.objective),
         period=period,
-        windows=windows_for(period),
+        windows=windows_for(period, tuple(w for rule in alerts for w in rule.windows)),
         group_by=tuple(group_by),
         labels=tuple(sorted(spec.labels.items())),
         indicator=indicator,
         description=spec.description,
+        alerts=alerts,
+        default_alerts=uses_defaults,
+        dashboard_url=spec.dashboard_url or _fill(file_spec.notify.dashboard_url, spec.name),
+        runbook_url=spec.runbook_url or _fill(file_spec.notify.runbook_url, spec.name),
     )
+
+
+def _fill(template: str | None, slo: str) -> str | None:
+    return None if template is None else template.replace("{slo}", slo)
+
+
+class _CompileError(Exception):
+    def __init__(self, slo: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.slo, self.field, self.message = slo, field, message
 
 
 # --- loading --------------------------------------------------------------------------
@@ -397,7 +453,7 @@ def _describe_validation_error(path: Path, raw: Any, error: ValidationError) -> 
     return _one_line(line)
 
 
-def parse_slo_text(text: str, path: Path) -> SLOConfig:
+def parse_slo_text(text: str, path: Path, *, min_window: float = 30.0) -> SLOConfig:
     """Validate SLO file contents; raise :class:`ConfigError` with a one-line message."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -413,10 +469,14 @@ def parse_slo_text(text: str, path: Path) -> SLOConfig:
         spec = SLOFileSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(path, raw, exc)) from None
-    return SLOConfig(path=path, service=spec.service, slos=tuple(_compile(s, spec) for s in spec.slos))
+    try:
+        slos = tuple(_compile(s, spec, min_window) for s in spec.slos)
+    except _CompileError as exc:
+        raise ConfigError(f"{path}: slo {json.dumps(exc.slo)}: {exc.field}: {exc.message}") from None
+    return SLOConfig(path=path, service=spec.service, slos=slos, notify=compile_policy(spec.notify, spec.silences))
 
 
-def load_slo_file(path: Path) -> SLOConfig:
+def load_slo_file(path: Path, *, min_window: float = 30.0) -> SLOConfig:
     """Read and validate the SLO file at ``path``."""
     try:
         size = path.stat().st_size
@@ -429,4 +489,4 @@ def load_slo_file(path: Path) -> SLOConfig:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return parse_slo_text(text, path)
+    return parse_slo_text(text, path, min_window=min_window)

@@ -34,6 +34,7 @@ class Daemon:
             SLOEVAL_EVAL_INTERVAL="1",
             SLOEVAL_LOG_LEVEL="info",
             SLOEVAL_SLO_FILE=str(slo_file),
+            SLOEVAL_STATE_DIR=str(tmp_path / f"state-{self.port}"),
             **env,
         )
         self.process: subprocess.Popen[bytes] | None = None

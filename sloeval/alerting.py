@@ -1,0 +1,125 @@
+"""Glue between evaluation and delivery: state machine step, rendering, outbox commit."""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+
+from sloeval.alert_engine import (
+    AlertKey,
+    AlertState,
+    evaluate_rules,
+    firing_alerts,
+    group_notifications,
+    step,
+)
+from sloeval.channels import Channel
+from sloeval.messages import render_plain, render_telegram
+from sloeval.settings import Settings
+from sloeval.slo_config import SLOConfig
+from sloeval.snapshot import Snapshot
+from sloeval.state_store import NewMessage, StateStore
+
+log = structlog.get_logger("sloeval.alerting")
+
+
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    """The channels that are configured; a route naming another one is reported at start."""
+    channels: dict[str, Channel] = {}
+    if settings.telegram_enabled:
+        from sloeval.channels.telegram import TelegramChannel
+
+        assert settings.telegram_bot_token is not None
+        channels["telegram"] = TelegramChannel(
+            settings.telegram_bot_token.get_secret_value(),
+            tuple(settings.telegram_chat_ids),
+            api_url=settings.telegram_api_url,
+            timeout=settings.notify_timeout,
+            min_interval=settings.telegram_min_interval,
+        )
+    if settings.email_enabled:
+        from sloeval.channels.smtp import EmailChannel
+
+        assert settings.smtp_host is not None
+        channels["email"] = EmailChannel(
+            host=settings.smtp_host,
+            port=settings.smtp_port_or_default,
+            sender=settings.email_from,
+            recipients=tuple(settings.email_to),
+            tls=settings.smtp_tls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            verify=settings.smtp_tls_verify,
+            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+            timeout=settings.notify_timeout,
+        )
+    return channels
+
+
+class Alerting:
+    """Holds the alert states between cycles; persists them with the messages they cause."""
+
+    def __init__(self, config: SLOConfig, store: StateStore, channels: dict[str, Channel], settings: Settings) -> None:
+        self._config = config
+        self._store = store
+        self._channels = channels
+        self._settings = settings
+        self._slos = {slo.name: slo for slo in config.slos}
+        self._states: dict[AlertKey, AlertState] = store.load_alerts()
+        routed = {c for route in config.notify.routes for c in route.channels}
+        for missing in sorted(routed - set(channels)):
+            log.warning("channel_not_configured", channel=missing, hint="messages routed to it are dropped")
+        if self._states:
+            log.info("alert_state_restored", alerts=len(self._states), firing=len(firing_alerts(self._states)))
+
+    @property
+    def states(self) -> dict[AlertKey, AlertState]:
+        return self._states
+
+    async def on_snapshot(self, snapshot: Snapshot) -> set[str]:
+        """Advance alerts with this cycle's numbers; return the channels that got new messages."""
+        now = snapshot.evaluated_at
+        evaluations, stale = evaluate_rules(snapshot)
+        result = step(
+            self._states,
+            evaluations,
+            now=now,
+            policy=self._config.notify,
+            known_slos=self._slos,
+            stale_slos=stale,
+            interval=self._settings.eval_interval,
+        )
+        messages: list[NewMessage] = []
+        for group in group_notifications(result.notifications, self._config.notify):
+            channel = self._channels.get(group.channel)
+            if channel is None:
+                continue
+            slo = self._slos[group.slo]
+            rendered = render_telegram(group, slo) if group.channel == "telegram" else render_plain(group, slo)
+            deadline = now + self._settings.notify_deadline
+            messages += [
+                NewMessage(group.channel, r, rendered.subject, rendered.text, rendered.html, deadline)
+                for r in channel.recipients
+            ]
+        await anyio.to_thread.run_sync(self._store.commit_cycle, result.states, messages, now)
+        self._log_changes(result.states)
+        self._states = result.states
+        for notification in result.notifications:
+            log.info(
+                "alert_notification",
+                slo=notification.key.slo,
+                alert=notification.key.alert,
+                labels=dict(notification.key.labels),
+                severity=notification.severity,
+                status=notification.status,
+                repeat=notification.repeat,
+            )
+        return {m.channel for m in messages}
+
+    def _log_changes(self, new: dict[AlertKey, AlertState]) -> None:
+        for key, state in new.items():
+            old = self._states.get(key)
+            if old is None or old.status != state.status:
+                log.info("alert_state", slo=key.slo, alert=key.alert, labels=dict(key.labels), status=state.status)
+        for key in self._states.keys() - new.keys():
+            log.info("alert_state", slo=key.slo, alert=key.alert, labels=dict(key.labels), status="inactive")

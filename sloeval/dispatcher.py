@@ -1,0 +1,118 @@
+"""Outbox workers: one per channel, delivering persisted messages with backoff up to a deadline."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import anyio
+import structlog
+
+from sloeval.channels import Channel, DeliveryError
+from sloeval.messages import RenderedMessage
+from sloeval.state_store import OutboxItem, StateStore
+
+log = structlog.get_logger("sloeval.dispatcher")
+
+MAX_BACKOFF = 300.0
+IDLE_POLL = 5.0
+
+
+def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff (1 s, 2 s, 4 s ... 5 min) with +-20 % jitter."""
+    base = min(MAX_BACKOFF, 2.0 ** max(0, attempts))
+    return base * (rng or random).uniform(0.8, 1.2)
+
+
+class Dispatcher:
+    """Delivers one channel's messages. A failing channel only ever delays itself."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        channel: Channel,
+        *,
+        attempt_timeout: float,
+        on_outcome: Callable[[str, str], None] = lambda channel, outcome: None,
+    ) -> None:
+        self._store = store
+        self._channel = channel
+        self._attempt_timeout = attempt_timeout
+        self._on_outcome = on_outcome
+        self._wake = anyio.Event()
+
+    @property
+    def channel_name(self) -> str:
+        return self._channel.name
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.deliver_due()
+                next_at = await anyio.to_thread.run_sync(self._store.next_attempt_at, self._channel.name)
+                wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.05, next_at - time.time()))
+                with anyio.move_on_after(wait):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._channel.aclose()
+
+    async def deliver_due(self) -> int:
+        """Try every message that is due now; return how many were delivered."""
+        items = await anyio.to_thread.run_sync(self._store.due, self._channel.name, time.time())
+        delivered = 0
+        for item in items:
+            delivered += await self._deliver(item)
+        return delivered
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        message = RenderedMessage(subject=item.subject, text=item.body, html=item.html)
+        try:
+            with anyio.fail_after(self._attempt_timeout + 5.0):
+                await self._channel.send(item.recipient, message)
+        except DeliveryError as exc:
+            await self._failed(item, exc.message, permanent=exc.permanent, retry_after=exc.retry_after)
+            return False
+        except TimeoutError:
+            await self._failed(item, "delivery timed out", permanent=False, retry_after=None)
+            return False
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._store.mark_sent, item.id, time.time())
+        self._on_outcome(self._channel.name, "sent")
+        log.info("notification_sent", channel=self._channel.name, recipient=item.recipient, subject=item.subject)
+        return True
+
+    async def _failed(self, item: OutboxItem, error: str, *, permanent: bool, retry_after: float | None) -> None:
+        now = time.time()
+        delay = retry_after if retry_after is not None else backoff_delay(item.attempts)
+        if permanent or now + delay > item.deadline:
+            reason = "permanent error" if permanent else "deadline passed"
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._store.mark_failed, item.id, error, now)
+            self._on_outcome(self._channel.name, "failed")
+            log.error(
+                "notification_failed",
+                channel=self._channel.name,
+                recipient=item.recipient,
+                subject=item.subject,
+                error=error,
+                reason=reason,
+                attempts=item.attempts + 1,
+            )
+            return
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._store.reschedule, item.id, now + delay, error)
+        self._on_outcome(self._channel.name, "retry")
+        log.warning(
+            "notification_retry",
+            channel=self._channel.name,
+            recipient=item.recipient,
+            error=error,
+            retry_in_seconds=round(delay, 2),
+            attempts=item.attempts + 1,
+        )

@@ -1,0 +1,193 @@
+"""Persistent alert state and notification outbox in SQLite (``SLOEVAL_STATE_DIR``).
+
+One transaction per evaluation cycle writes the new alert states together with the
+messages they cause, so a crash at any point neither loses a resolve nor pages twice.
+Delivery workers then take messages from the outbox and mark them sent or failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from sloeval.alert_engine import AlertKey, AlertState
+
+log = structlog.get_logger("sloeval.state")
+
+DB_NAME = "sloeval.sqlite3"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    html TEXT,
+    created_at REAL NOT NULL,
+    deadline REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT,
+    done_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, channel, next_attempt_at);
+"""
+KEEP_DONE_SECONDS = 7 * 86400
+
+
+class StateStoreError(Exception):
+    """The state directory cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    channel: str
+    recipient: str
+    subject: str
+    body: str
+    html: str | None
+    deadline: float
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    channel: str
+    recipient: str
+    subject: str
+    body: str
+    html: str | None
+    created_at: float
+    deadline: float
+    attempts: int
+
+
+class StateStore:
+    """Synchronous SQLite access; every method is short and safe to call from a worker thread."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+        self.path = path
+
+    @classmethod
+    def open(cls, directory: Path) -> StateStore:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateStoreError(f"cannot create state directory {directory}: {exc.strerror}") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StateStoreError(f"state directory {directory} is not writable by this user (uid {os.getuid()})")
+        path = directory / DB_NAME
+        try:
+            return cls._connect(path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "disk" in str(exc).lower():
+                raise StateStoreError(f"state database {path}: {exc}") from None
+            aside = path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}")
+            log.warning("state_corrupt_moved_aside", path=str(path), moved_to=str(aside), error=str(exc))
+            path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            return cls._connect(path)
+
+    @classmethod
+    def _connect(cls, path: Path) -> StateStore:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        try:
+            result = db.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {result}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            db.execute(
+                "DELETE FROM outbox WHERE status != 'pending' AND done_at < ?", (time.time() - KEEP_DONE_SECONDS,)
+            )
+            # Rows of states that no longer parse would crash the loop later: check them now.
+            for (text,) in db.execute("SELECT state FROM alerts"):
+                AlertState.from_json(text)
+        except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as exc:
+            db.close()
+            raise sqlite3.DatabaseError(str(exc)) from None
+        return cls(db, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def load_alerts(self) -> dict[AlertKey, AlertState]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, state FROM alerts").fetchall()
+        return {AlertKey.from_id(key): AlertState.from_json(state) for key, state in rows}
+
+    def commit_cycle(self, states: Mapping[AlertKey, AlertState], messages: Sequence[NewMessage], now: float) -> None:
+        """Replace the alert states and queue the messages, atomically."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM alerts")
+                self._db.executemany(
+                    "INSERT INTO alerts (id, state) VALUES (?, ?)",
+                    [(key.to_id(), state.to_json()) for key, state in states.items()],
+                )
+                self._db.executemany(
+                    "INSERT INTO outbox (channel, recipient, subject, body, html, created_at, deadline,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(m.channel, m.recipient, m.subject, m.body, m.html, now, m.deadline, now) for m in messages],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def due(self, channel: str, now: float, limit: int = 50) -> list[OutboxItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, channel, recipient, subject, body, html, created_at, deadline, attempts FROM outbox"
+                " WHERE status = 'pending' AND channel = ? AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                (channel, now, limit),
+            ).fetchall()
+        return [OutboxItem(*row) for row in rows]
+
+    def next_attempt_at(self, channel: str) -> float | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending' AND channel = ?", (channel,)
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def mark_sent(self, item_id: int, now: float) -> None:
+        self._finish(item_id, "sent", None, now)
+
+    def mark_failed(self, item_id: int, error: str, now: float) -> None:
+        self._finish(item_id, "failed", error, now)
+
+    def _finish(self, item_id: int, status: str, error: str | None, now: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET status = ?, last_error = ?, done_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (status, error, now, item_id),
+            )
+
+    def reschedule(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
+                (next_attempt_at, error, item_id),
+            )
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(channel, status) -> number of messages, for tests and diagnostics."""
+        with self._lock:
+            rows = self._db.execute("SELECT channel, status, COUNT(*) FROM outbox GROUP BY channel, status").fetchall()
+        return {(channel, status): int(count) for channel, status, count in rows}

@@ -271,7 +271,9 @@ def step(
             muted = _silenced(policy, key, current.severity, now)
             if current.status == "firing" and current.last_sent_at is not None and policy.send_resolved and not muted:
                 notifications.append(
-                    Notification(key, current.severity, "resolved", evaluation.facts, now, current.firing_since or now)
+                    Notification(
+                        key, current.severity, "resolved", evaluation.facts, now, _or_now(current.firing_since, now)
+                    )
                 )
 
     inhibiting = {
@@ -291,18 +293,24 @@ def step(
     groups_due = {
         (key.slo, key.labels)
         for key, state in sendable.items()
-        if state.last_sent_at is None and (state.firing_since or now) + policy.group_wait < now + interval
+        if state.last_sent_at is None and _or_now(state.firing_since, now) + policy.group_wait < now + interval
     }
     for key, state in sendable.items():
         first = state.last_sent_at is None
         if first and (key.slo, key.labels) not in groups_due:
             continue
-        if first or now - (state.last_sent_at or 0.0) >= policy.repeat_interval:
+        if state.last_sent_at is None or now - state.last_sent_at >= policy.repeat_interval:
             notifications.append(
-                Notification(key, state.severity, "firing", state.facts, now, state.firing_since or now, not first)
+                Notification(
+                    key, state.severity, "firing", state.facts, now, _or_now(state.firing_since, now), not first
+                )
             )
             new_states[key] = replace(state, last_sent_at=now)
     return StepResult(new_states, tuple(notifications), tuple(sorted(set(stale_slos))))
+
+
+def _or_now(moment: float | None, now: float) -> float:
+    return now if moment is None else moment
 
 
 def _silenced(policy: NotifyPolicy, key: AlertKey, severity: str, now: float) -> bool:

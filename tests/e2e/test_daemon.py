@@ -4,101 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.servers import free_port
-from tests.e2e.conftest import REPO, run_sloeval, sloeval_env
+from tests.e2e.conftest import run_sloeval, samples, sloeval_env
 
 pytestmark = pytest.mark.e2e
-
-
-class Daemon:
-    def __init__(self, prometheus_url: str, slo_file: Path, tmp_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.stderr_path = tmp_path / f"sloeval-{self.port}.log"
-        self.env = sloeval_env(
-            prometheus_url,
-            SLOEVAL_HTTP_HOST="127.0.0.1",
-            SLOEVAL_HTTP_PORT=str(self.port),
-            SLOEVAL_EVAL_INTERVAL="1",
-            SLOEVAL_LOG_LEVEL="info",
-            SLOEVAL_SLO_FILE=str(slo_file),
-            SLOEVAL_STATE_DIR=str(tmp_path / f"state-{self.port}"),
-            **env,
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sloeval", "run"], env=self.env, cwd=REPO, stderr=stderr
-            )
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=5)
-
-    def wait_for(self, path: str, status: int, timeout: float = 30) -> httpx.Response:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            assert self.process.poll() is None, self.log()
-            try:
-                last = self.get(path)
-                if last.status_code == status:
-                    return last
-            except httpx.TransportError as exc:
-                last = exc
-            time.sleep(0.2)
-        raise AssertionError(f"{path} never answered {status}; last: {last}\n{self.log()}")
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[Any]:
-    started: list[Daemon] = []
-
-    def make(prometheus_url: str, slo_file: Path, **env: str) -> Daemon:
-        daemon = Daemon(prometheus_url, slo_file, tmp_path, **env)
-        daemon.start()
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait()
-
-
-def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return out
 
 
 def test_daemon_exports_what_eval_computes(prometheus: Any, slo_file: Path, daemon_factory: Any) -> None:

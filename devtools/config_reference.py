@@ -53,7 +53,8 @@ def _type(schema: dict[str, Any]) -> str:
         return "duration" if "30d" in schema["examples"] else "selector"
     if "enum" in schema:
         return " or ".join(f"`{v}`" for v in schema["enum"])
-    return {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}.get(kind, kind)
+    names = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
+    return names.get(str(kind), str(kind))
 
 
 def settings_table() -> str:

@@ -21,6 +21,8 @@ import httpx
 
 from devtools.samokoder_data import samokoder_dataset
 from devtools.servers import PrometheusServer, free_port
+from devtools.smtp_server import SmtpServer
+from devtools.telegram_stub import BotApiStub
 from devtools.tsdb import write_prometheus_blocks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,6 +32,7 @@ SHOWN_METRICS = (
     "samokoder_availability_slo_current",
     "samokoder_availability_slo_target",
     "samokoder_latency_slo_target_seconds",
+    "samokoder_slo_alert_firing",
     "sloeval_slo_data_stale",
     "sloeval_last_evaluation_success_timestamp_seconds",
 )
@@ -44,34 +47,70 @@ def sloeval(args: list[str], env: dict[str, str]) -> int:
     return subprocess.run([sys.executable, "-m", "sloeval", *args], env=env, cwd=REPO, check=False).returncode
 
 
-def show_metrics(env: dict[str, str], interval: float) -> None:
+def run_daemon(env: dict[str, str], interval: float) -> None:
+    """``sloeval run`` with Telegram and email pointed at local stand-ins; show /metrics and the messages."""
     port = free_port()
-    env = {**env, "SLOEVAL_HTTP_HOST": "127.0.0.1", "SLOEVAL_HTTP_PORT": str(port)}
-    env["SLOEVAL_EVAL_INTERVAL"] = str(interval)
-    print(f"$ sloeval run   (on 127.0.0.1:{port}, one cycle every {interval:g} s)", flush=True)
-    process = subprocess.Popen([sys.executable, "-m", "sloeval", "run"], env=env, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                raise SystemExit("sloeval run exited early")
-            time.sleep(0.3)
-        else:
-            raise SystemExit("sloeval run did not become ready within 60 s")
-        banner(f"GET http://127.0.0.1:{port}/metrics (SLO gauges and own health)")
-        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        for line in body.splitlines():
-            # Burn rates exist for eight windows each; the 1 h one is enough to see the shape.
-            if line.startswith(SHOWN_METRICS) and ("_burn_rate{" not in line or 'window="1h"' in line):
-                print(line)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
+    with BotApiStub() as bot, SmtpServer(tls="none") as smtp:
+        env = {
+            **env,
+            "SLOEVAL_HTTP_HOST": "127.0.0.1",
+            "SLOEVAL_HTTP_PORT": str(port),
+            "SLOEVAL_EVAL_INTERVAL": str(interval),
+            "SLOEVAL_TELEGRAM_BOT_TOKEN": bot.token,
+            "SLOEVAL_TELEGRAM_CHAT_IDS": "100200300",
+            "SLOEVAL_TELEGRAM_API_URL": bot.url,
+            "SLOEVAL_SMTP_HOST": "127.0.0.1",
+            "SLOEVAL_SMTP_PORT": str(smtp.port),
+            "SLOEVAL_SMTP_TLS": "none",
+            "SLOEVAL_EMAIL_FROM": "sloeval@samokoder.local",
+            "SLOEVAL_EMAIL_TO": "oncall@samokoder.local",
+        }
+        print(f"$ sloeval run   (on 127.0.0.1:{port}, one cycle every {interval:g} s)", flush=True)
+        process = subprocess.Popen([sys.executable, "-m", "sloeval", "run"], env=env, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None:
+                    raise SystemExit("sloeval run exited early")
+                time.sleep(0.3)
+            else:
+                raise SystemExit("sloeval run did not become ready within 60 s")
+            banner(f"GET http://127.0.0.1:{port}/metrics (SLO gauges, alerts and own health)")
+            body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            for line in body.splitlines():
+                # Burn rates exist for every window; the 1 h one is enough to see the shape.
+                if line.startswith(SHOWN_METRICS) and ("_burn_rate{" not in line or 'window="1h"' in line):
+                    print(line)
+            _show_messages(bot, smtp)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+
+
+def _show_messages(bot: BotApiStub, smtp: SmtpServer) -> None:
+    # Messages leave through the outbox right after the first cycle; give them a moment.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (bot.sent() and smtp.received()):
+        time.sleep(0.3)
+    time.sleep(2)
+    banner("Telegram messages, as received by the LOCAL Bot API stand-in (not sent to Telegram)")
+    for message in bot.sent():
+        print(f"--- to chat {message.chat_id} (parse_mode={message.parse_mode}) ---")
+        print(message.text)
+    if not bot.sent():
+        print("(none)")
+    banner("Emails, as received by the LOCAL SMTP sink (not sent anywhere)")
+    for mail in smtp.received():
+        print(f"--- to {', '.join(mail.rcpt_tos)}: {mail.message['Subject']} ---")
+        body = mail.message.get_body(preferencelist=("plain",))
+        print(body.get_content() if body is not None else "")
+    if not smtp.received():
+        print("(none)")
 
 
 def main() -> int:
@@ -111,7 +150,7 @@ def main() -> int:
         if sloeval(["eval", "--format", "table"], env) != 0:
             return 1
         banner("The daemon")
-        show_metrics(env, interval=5.0)
+        run_daemon(env, interval=5.0)
     print("\nDone. Run `make test` for the test-suite.")
     return 0
 

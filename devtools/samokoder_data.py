@@ -65,13 +65,14 @@ class Incident:
 
 
 DEFAULT_INCIDENTS: tuple[Incident, ...] = (
-    Incident(start=3 * 86400 - 5 * 3600, duration=25 * 60, down=True),
+    Incident(start=3 * 86400 - 5 * 3600, duration=8 * 60, down=True),
     Incident(start=2 * 86400 - 3 * 3600, duration=60 * 60, slow_ratio=0.25),
     Incident(start=86400 + 2 * 3600, duration=40 * 60, error_ratio=0.30),
-    Incident(start=20 * 60, duration=20 * 60, error_ratio=0.08, slow_ratio=0.10),
+    Incident(start=45 * 60, duration=45 * 60, error_ratio=0.30, slow_ratio=0.10),
 )
-"""A 25-minute outage (~3 days before end), a latency incident (~2 days), a 30 % 5xx
-burst for 40 minutes (~1 day) and an 8 % 5xx / 10 % slow burst in the last 20 minutes."""
+"""An 8-minute outage (~3 days before end), a latency incident (~2 days), a 30 % 5xx
+burst for 40 minutes (~1 day) and a 30 % 5xx / 10 % slow burst in the last 45 minutes
+(a fast burn that pages)."""
 
 
 @dataclass(frozen=True)

@@ -163,17 +163,19 @@ class StepResult:
 
 
 def _facts(slo: SLODefinition, rule: AlertRule, result: SLOResult) -> Facts:
-    windows = rule.windows or (3600,)
+    # Budget rules are about the period; the others about their own windows.
+    windows = rule.windows or (slo.period,)
     names = [format_duration(w) for w in windows]
     remaining = result.error_budget_remaining
     budget_left_minutes = total_minutes = None
     if isinstance(slo.indicator, UptimeIndicator):
         total_minutes = budget_minutes(slo.objective, slo.period)
         budget_left_minutes = None if remaining is None else remaining * total_minutes
-    burn_now = result.burn_rate.get(names[0])
+    # "Runs out in": at the burn rate of the rule's long window, or of the last hour.
+    burn_now = result.burn_rate.get(names[0] if rule.windows else "1h")
     exhausted_in = None
-    if remaining is not None and burn_now is not None and burn_now > 0:
-        exhausted_in = max(0.0, remaining) * slo.period / burn_now
+    if remaining is not None and remaining > 0 and burn_now is not None and burn_now > 0:
+        exhausted_in = remaining * slo.period / burn_now
     factor = rule.condition.factor if isinstance(rule.condition, BurnRateCondition) else None
     return Facts(
         condition=rule.describe(),

@@ -62,7 +62,10 @@ def fact_lines(facts: Facts) -> list[str]:
         lines.append(f"SLI: {slis} (objective {100 * facts.objective:g}%); burn rate {_rate(facts.burn_rates[0][1])}")
     budget = f"error budget left: {_pct(facts.budget_remaining_percent, 1)}"
     if facts.budget_minutes_left is not None and facts.budget_minutes_total is not None:
-        budget += f" ({facts.budget_minutes_left:.1f} of {facts.budget_minutes_total:.1f} min of downtime)"
+        if facts.budget_minutes_left >= 0:
+            budget += f" ({facts.budget_minutes_left:.1f} of {facts.budget_minutes_total:.1f} min of downtime)"
+        else:
+            budget += f" ({-facts.budget_minutes_left:.1f} min over the {facts.budget_minutes_total:.1f} min allowed)"
     lines.append(budget)
     if facts.budget_remaining_percent is not None and facts.budget_remaining_percent <= 0:
         lines.append("budget is exhausted")

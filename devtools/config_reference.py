@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from sloeval.alert_rules import AlertSpec, BurnRateSpec, MatcherSpec, NotifySpec, RouteSpec, SilenceSpec, SLIBelowSpec
 from sloeval.settings import ENV_PREFIX, Settings
 from sloeval.slo_config import LatencySLI, RatioSLI, RawSLI, SLOFileSpec, SLOSpec, UptimeSLI
 
@@ -69,9 +70,12 @@ def _model_table(model: type[BaseModel], prefix: str = "") -> list[str]:
     properties = model.model_json_schema()["properties"]
     for name, field in model.model_fields.items():
         default = _default(field)
+        name = field.alias or name
         if name == "period" and model is SLOFileSpec:
             default = "`30d`"
         description = field.description or (model.__doc__ or "").strip().splitlines()[0]
+        if isinstance(default, str) and default.startswith("`[RouteSpec("):
+            default = "critical: telegram + email; warning: email"
         rows.append(f"| `{prefix}{name}` | {_type(properties[name])} | {default} | {description} |")
     return rows
 
@@ -82,6 +86,13 @@ def slo_file_table() -> str:
     rows += _model_table(SLOSpec, "slos[].")
     for key, model in (("ratio", RatioSLI), ("latency", LatencySLI), ("uptime", UptimeSLI), ("raw", RawSLI)):
         rows += _model_table(model, f"slos[].{key}.")
+    rows += _model_table(AlertSpec, "slos[].alerts[].")
+    rows += _model_table(BurnRateSpec, "slos[].alerts[].burn_rate.")
+    rows += _model_table(SLIBelowSpec, "slos[].alerts[].sli_below.")
+    rows += _model_table(NotifySpec, "notify.")
+    rows += _model_table(RouteSpec, "notify.routes[].")
+    rows += _model_table(SilenceSpec, "silences[].")
+    rows += _model_table(MatcherSpec, "silences[].matchers[].")
     return "\n".join(rows)
 
 

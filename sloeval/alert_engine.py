@@ -74,7 +74,8 @@ class Facts:
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Facts:
         def pairs(value: object) -> tuple[tuple[str, float | None], ...]:
-            assert isinstance(value, list)
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list of [window, value] pairs, got {type(value).__name__}")
             return tuple((str(w), None if v is None else float(v)) for w, v in value)
 
         def number(value: object) -> float | None:

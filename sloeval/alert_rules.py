@@ -97,6 +97,8 @@ class AlertSpec(_Strict):
 
 
 class RouteSpec(_Strict):
+    """Which channels a severity goes to."""
+
     severity: list[Severity] = Field(min_length=1, description="Severities this route takes.")
     channels: list[Channel] = Field(min_length=1, description="telegram and/or email.")
 
@@ -134,7 +136,7 @@ class NotifySpec(_Strict):
 class MatcherSpec(_Strict):
     name: str = Field(description="Label: slo, alert, severity or a group_by label.")
     value: str = Field(description="Value, or a regular expression with regex: true.")
-    regex: bool = False
+    regex: bool = Field(False, description="Treat value as a fully anchored regular expression.")
 
     @model_validator(mode="after")
     def _valid_regex(self) -> MatcherSpec:
@@ -149,10 +151,10 @@ class MatcherSpec(_Strict):
 class SilenceSpec(_Strict):
     """A maintenance window: matching alerts are not sent between start and end."""
 
-    matchers: list[MatcherSpec] = Field(min_length=1)
+    matchers: list[MatcherSpec] = Field(min_length=1, description="All must match for the silence to apply.")
     start: datetime = Field(strict=False, description="RFC 3339 with a time zone.")
     end: datetime = Field(strict=False, description="RFC 3339 with a time zone.")
-    comment: str | None = None
+    comment: str | None = Field(None, description="Why; for people.")
 
     @model_validator(mode="after")
     def _ordered(self) -> SilenceSpec:

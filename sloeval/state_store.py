@@ -90,14 +90,16 @@ class StateStore:
         path = directory / DB_NAME
         try:
             return cls._connect(path)
+        except sqlite3.OperationalError as exc:
+            # Locked, read-only, disk full: the file may be fine, so never move it aside.
+            raise StateStoreError(f"state database {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "disk" in str(exc).lower():
-                raise StateStoreError(f"state database {path}: {exc}") from None
-            aside = path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}")
-            log.warning("state_corrupt_moved_aside", path=str(path), moved_to=str(aside), error=str(exc))
-            path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            stamp = int(time.time())
+            log.warning("state_corrupt_moved_aside", path=str(path), error=str(exc), suffix=f".corrupt-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{path}{suffix}")
+                if part.exists():
+                    part.rename(part.with_name(f"{part.name}.corrupt-{stamp}"))
             return cls._connect(path)
 
     @classmethod
@@ -113,12 +115,16 @@ class StateStore:
             db.execute(
                 "DELETE FROM outbox WHERE status != 'pending' AND done_at < ?", (time.time() - KEEP_DONE_SECONDS,)
             )
-            # Rows of states that no longer parse would crash the loop later: check them now.
-            for (text,) in db.execute("SELECT state FROM alerts"):
+            # Rows that no longer parse would crash the loop later: check them now.
+            for key, text in db.execute("SELECT id, state FROM alerts"):
+                AlertKey.from_id(key)
                 AlertState.from_json(text)
-        except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as exc:
+        except sqlite3.OperationalError:
             db.close()
-            raise sqlite3.DatabaseError(str(exc)) from None
+            raise
+        except (sqlite3.DatabaseError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            db.close()
+            raise sqlite3.DatabaseError(f"unreadable state: {exc}") from None
         return cls(db, path)
 
     def close(self) -> None:

@@ -75,7 +75,8 @@ class EmailChannel:
             raise DeliveryError(f"SMTP authentication failed ({exc.code})", permanent=True) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = ", ".join(str(r.code) for r in exc.recipients)
-            raise DeliveryError(f"SMTP server refused the recipient ({codes})", permanent=True) from None
+            permanent = all(500 <= r.code < 600 for r in exc.recipients)  # 4xx: greylisting, try again
+            raise DeliveryError(f"SMTP server refused the recipient ({codes})", permanent=permanent) from None
         except aiosmtplib.SMTPResponseException as exc:
             permanent = 500 <= exc.code < 600
             raise DeliveryError(f"SMTP error {exc.code}: {exc.message}", permanent=permanent) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import warnings
 
 import anyio
@@ -43,7 +44,7 @@ class TelegramChannel:
 
     def _clean(self, text: str) -> str:
         """Error texts must never carry the token (it is part of every request URL)."""
-        return text.replace(self._token, "<token>")
+        return re.sub(re.escape(self._token), "<token>", text, flags=re.IGNORECASE)
 
     async def send(self, recipient: str, message: RenderedMessage) -> None:
         lock = self._chat_locks.setdefault(recipient, anyio.Lock())

@@ -1,0 +1,300 @@
+"""The SQLite state store: round trips, corruption handling, unusable directories, atomic cycles."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sloeval import state_store
+from sloeval.alert_engine import AlertKey, AlertState, Facts
+from sloeval.state_store import DB_NAME, NewMessage, StateStore, StateStoreError
+
+NOW = 1_700_000_000.0
+
+KEY = AlertKey("api-errors", "FastBurn", (("endpoint", "/a\"b'c\\"), ("region", "zürich ✓ 東京")))
+FACTS = Facts(
+    condition="burn rate over 1h and 5m above 14.4x",
+    burn_rates=(("1h", 15.25), ("5m", None)),
+    factor=14.4,
+    sli=(("1h", 0.9875), ("5m", None)),
+    objective=0.999,
+    budget_remaining_percent=-3.5,
+    budget_minutes_left=None,
+    budget_minutes_total=43.2,
+    exhausted_in_seconds=1234.5,
+)
+FIRING = AlertState("critical", "firing", NOW - 600, FACTS, firing_since=NOW - 300, last_sent_at=NOW - 300)
+PENDING = AlertState("warning", "pending", NOW - 60, Facts(condition="error budget below 25%"))
+
+
+def message(channel: str | None = "telegram", subject: str = "FIRING: api-errors") -> NewMessage:
+    return NewMessage(channel, "4242", subject, "body", None, NOW + 3600)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    opened = StateStore.open(tmp_path)
+    yield opened
+    opened.close()
+
+
+def outbox_subjects(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [row[0] for row in db.execute("SELECT subject FROM outbox ORDER BY id")]
+
+
+def test_round_trip_after_reopen(tmp_path: Path) -> None:
+    second = AlertKey("api-latency", "SlowBurn")
+    first = StateStore.open(tmp_path)
+    first.commit_cycle({KEY: FIRING, second: PENDING}, [message()], NOW)
+    first.close()
+
+    reopened = StateStore.open(tmp_path)
+    try:
+        loaded = reopened.load_alerts()
+        assert loaded == {KEY: FIRING, second: PENDING}
+        [(key, state)] = [(k, v) for k, v in loaded.items() if k.slo == "api-errors"]
+        assert key.labels == (("endpoint", "/a\"b'c\\"), ("region", "zürich ✓ 東京"))
+        assert state.facts.burn_rates == (("1h", 15.25), ("5m", None))
+        assert state.facts.budget_minutes_left is None
+        assert reopened.counts() == {("telegram", "pending"): 1}
+        [item] = reopened.due("telegram", NOW)
+        assert (item.recipient, item.subject, item.body, item.html, item.attempts) == (
+            "4242",
+            "FIRING: api-errors",
+            "body",
+            None,
+            0,
+        )
+        assert item.deadline == NOW + 3600
+        # The next cycle replaces the states: a resolved alert disappears.
+        reopened.commit_cycle({second: PENDING}, [], NOW + 60)
+        assert reopened.load_alerts() == {second: PENDING}
+    finally:
+        reopened.close()
+    with contextlib.closing(StateStore.open(tmp_path)) as third:
+        assert third.load_alerts() == {second: PENDING}
+
+
+def test_outbox_status_transitions(store: StateStore) -> None:
+    store.commit_cycle({}, [message(subject="a"), message(subject="b"), message("email", "c")], NOW)
+    a, b = store.due("telegram", NOW)
+    assert store.due("telegram", NOW - 1) == []
+    store.mark_sent(a.id, NOW + 1)
+    store.reschedule(b.id, NOW + 30, "Telegram error: boom")
+    assert store.due("telegram", NOW + 29) == []
+    [again] = store.due("telegram", NOW + 30)
+    assert (again.id, again.attempts) == (b.id, 1)
+    assert store.next_attempt_at("telegram") == NOW + 30
+    assert store.next_attempt_at("email") == NOW
+    assert store.next_attempt_at("nothing") is None
+    store.mark_failed(b.id, "permanent", NOW + 31)
+    assert store.counts() == {("telegram", "sent"): 1, ("telegram", "failed"): 1, ("email", "pending"): 1}
+    assert store.next_attempt_at("telegram") is None
+
+
+def corrupt_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f"{DB_NAME}.corrupt-*"))
+
+
+def test_garbage_database_is_moved_aside(tmp_path: Path) -> None:
+    garbage = b"this is not an SQLite database\x00\xff" * 200
+    (tmp_path / DB_NAME).write_bytes(garbage)
+    store = StateStore.open(tmp_path)
+    try:
+        [aside] = corrupt_files(tmp_path)
+        assert aside.read_bytes() == garbage
+        assert store.load_alerts() == {}
+        assert store.counts() == {}
+        store.commit_cycle({KEY: FIRING}, [message()], NOW)  # the fresh database is usable
+        assert store.load_alerts() == {KEY: FIRING}
+    finally:
+        store.close()
+
+
+def test_truncated_database_is_moved_aside(tmp_path: Path) -> None:
+    good = StateStore.open(tmp_path)
+    good.commit_cycle({KEY: FIRING}, [message()], NOW)
+    good.close()
+    path = tmp_path / DB_NAME
+    path.write_bytes(path.read_bytes()[:1500])  # header intact, pages cut off
+    store = StateStore.open(tmp_path)
+    try:
+        assert len(corrupt_files(tmp_path)) == 1
+        assert store.load_alerts() == {}
+        assert store.counts() == {}
+    finally:
+        store.close()
+
+
+def insert_alert_row(directory: Path, key_id: str, state: str) -> None:
+    StateStore.open(directory).close()
+    with contextlib.closing(sqlite3.connect(directory / DB_NAME)) as db, db:
+        db.execute("INSERT INTO alerts (id, state) VALUES (?, ?)", (key_id, state))
+        db.execute(
+            "INSERT INTO outbox (channel, recipient, subject, body, created_at, deadline, next_attempt_at)"
+            " VALUES ('email', 'a@b', 'kept aside', 'x', 0, 0, 0)"
+        )
+
+
+GOOD_STATE = FIRING.to_json()
+BAD_STATES = {
+    "not json": "{not json",
+    "json list": "[1, 2]",
+    "unknown status": GOOD_STATE.replace('"firing"', '"exploded"'),
+    "missing facts": json.dumps({"severity": "critical", "status": "firing", "active_since": 1.0}),
+    "non-number time": GOOD_STATE.replace(str(NOW - 600), '"yesterday"'),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_STATES.values()), ids=list(BAD_STATES))
+def test_unparseable_alert_state_is_moved_aside(tmp_path: Path, bad: str) -> None:
+    insert_alert_row(tmp_path, KEY.to_id(), bad)
+    store = StateStore.open(tmp_path)
+    try:
+        [aside] = corrupt_files(tmp_path)
+        assert store.load_alerts() == {}
+        assert store.counts() == {}
+    finally:
+        store.close()
+    assert outbox_subjects(aside) == ["kept aside"]
+
+
+def test_unparseable_alert_id_is_moved_aside(tmp_path: Path) -> None:
+    insert_alert_row(tmp_path, "{not json", GOOD_STATE)
+    store = StateStore.open(tmp_path)
+    try:
+        assert len(corrupt_files(tmp_path)) == 1
+        assert store.load_alerts() == {}
+    finally:
+        store.close()
+
+
+def test_alert_state_with_malformed_facts_is_moved_aside(tmp_path: Path) -> None:
+    data = json.loads(GOOD_STATE)
+    data["facts"]["burn_rates"] = "1h"
+    insert_alert_row(tmp_path, KEY.to_id(), json.dumps(data))
+    store = StateStore.open(tmp_path)
+    try:
+        assert len(corrupt_files(tmp_path)) == 1
+        assert store.load_alerts() == {}
+    finally:
+        store.close()
+
+
+def test_locked_database_is_not_moved_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = StateStore.open(tmp_path)
+    first.commit_cycle({KEY: FIRING}, [], NOW)
+    first.close()
+    holder = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    real_connect = sqlite3.connect
+
+    def short_busy_timeout(*args: object, **kwargs: object) -> sqlite3.Connection:
+        kwargs["timeout"] = 0.2  # the store waits 10 s for a lock; the outcome is the same, only faster
+        return real_connect(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(state_store.sqlite3, "connect", short_busy_timeout)
+    try:
+        with pytest.raises(StateStoreError):
+            StateStore.open(tmp_path).close()
+        assert corrupt_files(tmp_path) == []
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_waits_for_a_short_lock(tmp_path: Path) -> None:
+    first = StateStore.open(tmp_path)
+    first.commit_cycle({KEY: FIRING}, [], NOW)
+    first.close()
+    holder = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        store = StateStore.open(tmp_path)
+    finally:
+        release.join()
+        holder.close()
+    try:
+        assert store.load_alerts() == {KEY: FIRING}
+        assert corrupt_files(tmp_path) == []
+    finally:
+        store.close()
+
+
+def test_read_only_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    directory.chmod(0o500)
+    try:
+        if os.access(directory, os.W_OK):
+            pytest.skip("running with privileges that can write anyway (root)")
+        with pytest.raises(StateStoreError, match="not writable") as info:
+            StateStore.open(directory)
+        assert str(directory) in str(info.value)
+        assert not (directory / DB_NAME).exists()
+    finally:
+        directory.chmod(0o700)
+
+
+def test_directory_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a regular file, not a directory")
+    target = blocker / "state"
+    with pytest.raises(StateStoreError, match="cannot create state directory") as info:
+        StateStore.open(target)
+    assert str(target) in str(info.value)
+    assert blocker.read_text() == "a regular file, not a directory"
+
+
+def test_commit_cycle_is_atomic(store: StateStore) -> None:
+    store.commit_cycle({KEY: FIRING}, [message(subject="first")], NOW)
+    other = AlertKey("api-latency", "SlowBurn")
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+        store.commit_cycle({other: PENDING}, [message(subject="ok"), message(channel=None)], NOW + 60)
+    assert store.load_alerts() == {KEY: FIRING}
+    assert store.counts() == {("telegram", "pending"): 1}
+    assert [item.subject for item in store.due("telegram", NOW + 3600)] == ["first"]
+    # The connection is still usable after the rollback.
+    store.commit_cycle({other: PENDING}, [message(subject="second")], NOW + 120)
+    assert store.load_alerts() == {other: PENDING}
+    assert outbox_subjects(store.path) == ["first", "second"]
+
+
+def test_commit_cycle_is_atomic_across_reopen(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit_cycle({KEY: FIRING}, [], NOW)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit_cycle({}, [message(subject="lost"), message(channel=None)], NOW)
+    store.close()
+    reopened = StateStore.open(tmp_path)
+    try:
+        assert reopened.load_alerts() == {KEY: FIRING}
+        assert reopened.counts() == {}
+    finally:
+        reopened.close()
+
+
+def test_old_finished_messages_are_pruned_on_open(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.commit_cycle({}, [message(subject="old"), message(subject="recent"), message(subject="pending")], NOW)
+    old, recent, _ = store.due("telegram", NOW)
+    now = time.time()
+    store.mark_sent(old.id, now - state_store.KEEP_DONE_SECONDS - 60)
+    store.mark_failed(recent.id, "x", now - 60)
+    store.close()
+    reopened = StateStore.open(tmp_path)
+    try:
+        assert outbox_subjects(reopened.path) == ["recent", "pending"]
+    finally:
+        reopened.close()

@@ -326,7 +326,7 @@ def _silenced(policy: NotifyPolicy, key: AlertKey, severity: str, now: float) ->
 
 @dataclass(frozen=True)
 class MessageGroup:
-    """What one message to one channel says: alerts of one SLO and label set, one cycle."""
+    """What one message to one channel says: the alerts of one SLO that are due in one cycle."""
 
     channel: str
     slo: str
@@ -343,15 +343,21 @@ class MessageGroup:
 
 
 def group_notifications(notifications: Sequence[Notification], policy: NotifyPolicy) -> list[MessageGroup]:
-    """One message per channel, SLO and label set; routes pick the channels by severity."""
-    grouped: dict[tuple[str, str, LabelSet], list[Notification]] = {}
+    """One message per channel and SLO; routes pick the channels by severity.
+
+    The group's ``labels`` are the label set all its alerts share, or empty when they differ
+    (a grouped SLO with several label sets burning): each item then names its own.
+    """
+    grouped: dict[tuple[str, str], list[Notification]] = {}
     for notification in notifications:
         for channel in policy.channels_for(notification.severity):
-            grouped.setdefault((channel, notification.key.slo, notification.key.labels), []).append(notification)
+            grouped.setdefault((channel, notification.key.slo), []).append(notification)
     groups = []
-    for (channel, slo, labels), items in grouped.items():
-        items.sort(key=lambda n: (n.status != "firing", SEVERITY_RANK.get(n.severity, 9), n.key.alert))
-        groups.append(MessageGroup(channel, slo, labels, tuple(items)))
+    for (channel, slo), items in grouped.items():
+        items.sort(key=lambda n: (n.status != "firing", SEVERITY_RANK.get(n.severity, 9), n.key.labels, n.key.alert))
+        label_sets = {n.key.labels for n in items}
+        common = next(iter(label_sets)) if len(label_sets) == 1 else ()
+        groups.append(MessageGroup(channel, slo, common, tuple(items)))
     return groups
 
 

@@ -38,10 +38,14 @@ def _duration_text(seconds: float) -> str:
     return format_duration(int(seconds // 60 * 60))
 
 
-def _labels_text(group: MessageGroup) -> str:
+def _format_labels(labels: tuple[tuple[str, str], ...]) -> str:
     """Label values come from the monitored system: capped so one value cannot flood a message."""
-    text = ", ".join(f"{k}={v if len(v) <= 100 else v[:100] + '…'}" for k, v in group.labels)
+    text = ", ".join(f"{k}={v if len(v) <= 100 else v[:100] + '…'}" for k, v in labels)
     return text if len(text) <= 500 else text[:500] + "…"
+
+
+def _labels_text(group: MessageGroup) -> str:
+    return _format_labels(group.labels)
 
 
 def headline(group: MessageGroup, slo: SLODefinition) -> str:
@@ -74,11 +78,14 @@ def fact_lines(facts: Facts) -> list[str]:
     return lines
 
 
-def _item_title(notification: Notification) -> str:
+def _item_title(notification: Notification, group: MessageGroup) -> str:
     state = (
         "RESOLVED" if notification.status == "resolved" else ("FIRING (repeat)" if notification.repeat else "FIRING")
     )
-    return f"{state} {notification.key.alert} [{notification.severity}]: {notification.facts.condition}"
+    where = ""
+    if notification.key.labels and not group.labels:  # mixed label sets: each item names its own
+        where = " {" + _format_labels(notification.key.labels) + "}"
+    return f"{state} {notification.key.alert}{where} [{notification.severity}]: {notification.facts.condition}"
 
 
 def _links(slo: SLODefinition, alert: str | None) -> list[tuple[str, str]]:
@@ -100,7 +107,7 @@ def render_plain(group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
     if group.labels:
         lines.append(f"Labels: {_labels_text(group)}")
     for notification in group.notifications:
-        lines += ["", _item_title(notification)]
+        lines += ["", _item_title(notification, group)]
         lines += [f"  {line}" for line in fact_lines(notification.facts)]
     links = _links(slo, group.notifications[0].key.alert)
     if links:
@@ -126,7 +133,7 @@ def render_email_html(group: MessageGroup, slo: SLODefinition) -> str:
         parts.append(f"<br>Labels {e(_labels_text(group))}")
     parts.append("</p>")
     for notification in group.notifications:
-        parts.append(f"<p><b>{e(_item_title(notification))}</b><br>")
+        parts.append(f"<p><b>{e(_item_title(notification, group))}</b><br>")
         parts.append("<br>".join(e(line) for line in fact_lines(notification.facts)))
         parts.append("</p>")
     links = _links(slo, group.notifications[0].key.alert)
@@ -145,7 +152,7 @@ def render_telegram(group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
         lines.append(f"labels: <code>{e(_labels_text(group))}</code>")
     for notification in group.notifications:
         lines.append("")
-        lines.append(f"<b>{e(_item_title(notification))}</b>")
+        lines.append(f"<b>{e(_item_title(notification, group))}</b>")
         lines += [e(line) for line in fact_lines(notification.facts)]
     links = _links(slo, group.notifications[0].key.alert)
     if links:

@@ -247,3 +247,12 @@ def test_minutes_of_budget_only_for_time_based_slos() -> None:
     assert evaluation.facts.exhausted_in_seconds == pytest.approx(0.5 * 30 * 86400 / 0.5)
     (ratio_eval, *_), _ = evaluate_rules(snapshot(0, {"1h": 2.0}))
     assert ratio_eval.facts.budget_minutes_total is None
+
+
+def test_one_message_per_slo_even_with_several_label_sets() -> None:
+    a, b = (("endpoint", "/a"),), (("endpoint", "/b"),)
+    results = snapshot(0, FAST, a).statuses[0].results + snapshot(0, FAST, b).statuses[0].results
+    r = advance({}, Snapshot(0, 0.01, (SLOStatus(SLO, results),)))
+    groups = group_notifications(r.notifications, CFG.notify)
+    assert sorted(g.channel for g in groups) == ["email", "telegram"]
+    assert all(g.labels == () and [n.key.labels for n in g.notifications] == [a, b] for g in groups)

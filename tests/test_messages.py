@@ -105,3 +105,14 @@ def test_exhausted_budget_is_said_plainly() -> None:
         ERRORS,
     ).text
     assert "budget is exhausted" in text
+
+
+def test_mixed_label_sets_name_their_labels_per_item() -> None:
+    notes = tuple(
+        Notification(AlertKey("errors", "Fast", (("endpoint", e),)), "critical", "firing", facts(), 1.0, 1.0)
+        for e in ("/a", "/b")
+    )
+    text = render_plain(MessageGroup("email", "errors", (), notes), ERRORS).text
+    assert text.splitlines()[0] == "FIRING: errors [critical] 2 alerts"
+    assert "FIRING Fast {endpoint=/a} [critical]" in text
+    assert "FIRING Fast {endpoint=/b} [critical]" in text

@@ -208,11 +208,36 @@ def condition_holds(rule: AlertRule, result: SLOResult) -> bool | None:
     raise AssertionError(f"unknown condition {rule.condition!r}")
 
 
-def evaluate_rules(snapshot: Snapshot) -> tuple[list[RuleEvaluation], tuple[str, ...]]:
-    """Every rule of every SLO on every label set; plus the SLOs that are stale."""
+#: The meta alert raised when an SLO cannot be evaluated for ``data_missing_after`` seconds.
+DATA_MISSING_ALERT = "SLODataMissing"
+DATA_MISSING_SEVERITY = "warning"
+
+
+def evaluate_rules(
+    snapshot: Snapshot, *, data_missing_after: float | None = None
+) -> tuple[list[RuleEvaluation], tuple[str, ...]]:
+    """Every rule of every SLO on every label set; plus the SLOs that are stale.
+
+    With ``data_missing_after``, each SLO also gets the meta alert ``SLODataMissing``: it holds
+    while the SLO's queries fail and fires once that has lasted ``data_missing_after`` seconds
+    (meta-monitoring: without data no other alert of the SLO can fire or resolve).
+    """
     evaluations: list[RuleEvaluation] = []
     stale: list[str] = []
     for status in snapshot.statuses:
+        if data_missing_after is not None:
+            condition = f"no data from Prometheus for {format_duration(max(1, int(data_missing_after)))}"
+            if status.error:
+                condition += f" (last error: {status.error[:300]})"
+            evaluations.append(
+                RuleEvaluation(
+                    key=AlertKey(status.slo.name, DATA_MISSING_ALERT),
+                    severity=DATA_MISSING_SEVERITY,
+                    for_seconds=int(data_missing_after),
+                    holds=status.stale,
+                    facts=Facts(condition=condition, objective=status.slo.objective),
+                )
+            )
         if status.stale:
             stale.append(status.slo.name)
             continue
@@ -296,7 +321,7 @@ def step(
     groups_due = {
         (key.slo, key.labels)
         for key, state in sendable.items()
-        if state.last_sent_at is None and _or_now(state.firing_since, now) + policy.group_wait < now + interval
+        if state.last_sent_at is None and _or_now(state.firing_since, now) + policy.group_wait <= now + interval
     }
     for key, state in sendable.items():
         first = state.last_sent_at is None

@@ -37,6 +37,8 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             timeout=settings.notify_timeout,
             min_interval=settings.telegram_min_interval,
         )
+    if settings.email_enabled and not settings.smtp_tls_verify and settings.smtp_tls != "none":
+        log.warning("smtp_tls_verification_disabled")
     if settings.email_enabled:
         from sloeval.channels.smtp import EmailChannel
 
@@ -72,6 +74,11 @@ class Alerting:
         if self._states:
             log.info("alert_state_restored", alerts=len(self._states), firing=len(firing_alerts(self._states)))
 
+    def reconfigure(self, config: SLOConfig) -> None:
+        """Use a reloaded SLO file; alerts of removed SLOs are dropped at the next cycle."""
+        self._config = config
+        self._slos = {slo.name: slo for slo in config.slos}
+
     @property
     def states(self) -> dict[AlertKey, AlertState]:
         return self._states
@@ -79,7 +86,7 @@ class Alerting:
     async def on_snapshot(self, snapshot: Snapshot) -> set[str]:
         """Advance alerts with this cycle's numbers; return the channels that got new messages."""
         now = snapshot.evaluated_at
-        evaluations, stale = evaluate_rules(snapshot)
+        evaluations, stale = evaluate_rules(snapshot, data_missing_after=self._settings.stale_alert_after)
         result = step(
             self._states,
             evaluations,

@@ -13,9 +13,10 @@ from anyio import CancelScope
 
 from sloeval.alert_engine import firing_alerts
 from sloeval.alerting import Alerting, build_channels
+from sloeval.config_watch import ConfigWatcher
 from sloeval.connect import http_client_for, prometheus_client_for
 from sloeval.dispatcher import Dispatcher
-from sloeval.evaluator import Evaluator
+from sloeval.evaluator import Evaluator, QueryClient
 from sloeval.exporter import DaemonMetrics, SnapshotHolder
 from sloeval.http_server import MetricsServer, build_app
 from sloeval.settings import Settings
@@ -40,9 +41,13 @@ def next_tick(previous: float, interval: float, now: float) -> float:
     return previous + ticks * interval
 
 
-async def _watch_signals(scope: CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _watch_signals(scope: CancelScope, watcher: ConfigWatcher) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("reload_requested", signal="SIGHUP")
+                watcher.reload_requested = True
+                continue
             log.info("shutdown_requested", signal=signal.Signals(signum).name)
             scope.cancel()
             return
@@ -70,7 +75,6 @@ async def run_daemon(settings: Settings, config: SLOConfig) -> None:
             if not settings.prometheus_tls_verify:
                 log.warning("prometheus_tls_verification_disabled")
             client = prometheus_client_for(settings, http, lambda outcome: metrics.queries.labels(outcome).inc())
-            evaluator = Evaluator(config.slos, client, concurrency=settings.query_concurrency)
             channels = build_channels(settings)
             alerting = Alerting(config, store, channels, settings)
             holder.publish_firing(_firing_rows(alerting))
@@ -83,11 +87,13 @@ async def run_daemon(settings: Settings, config: SLOConfig) -> None:
                 )
                 for name, channel in channels.items()
             }
+            watcher = ConfigWatcher(config, min_window=settings.eval_interval)
             async with anyio.create_task_group() as group:
-                group.start_soon(_watch_signals, group.cancel_scope)
+                group.start_soon(_watch_signals, group.cancel_scope, watcher)
                 for dispatcher in dispatchers.values():
                     group.start_soon(dispatcher.run)
-                await _evaluation_loop(settings, evaluator, holder, metrics, alerting, dispatchers)
+                loop = _EvaluationLoop(settings, client, holder, metrics, alerting, dispatchers, watcher)
+                await loop.run(config)
     finally:
         server.close()
         store.close()
@@ -98,26 +104,53 @@ def _firing_rows(alerting: Alerting) -> tuple[tuple[str, str, str, tuple[tuple[s
     return tuple((key.slo, key.alert, severity, key.labels) for key, severity in firing_alerts(alerting.states))
 
 
-async def _evaluation_loop(
-    settings: Settings,
-    evaluator: Evaluator,
-    holder: SnapshotHolder,
-    metrics: DaemonMetrics,
-    alerting: Alerting,
-    dispatchers: dict[str, Dispatcher],
-) -> None:
-    interval = settings.eval_interval
-    tick = anyio.current_time()
-    while True:
+class _EvaluationLoop:
+    """Evaluate on a fixed grid; each cycle: maybe reload config, evaluate, publish, alert."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: QueryClient,
+        holder: SnapshotHolder,
+        metrics: DaemonMetrics,
+        alerting: Alerting,
+        dispatchers: dict[str, Dispatcher],
+        watcher: ConfigWatcher,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._holder = holder
+        self._metrics = metrics
+        self._alerting = alerting
+        self._dispatchers = dispatchers
+        self._watcher = watcher
+
+    def _evaluator_for(self, config: SLOConfig) -> Evaluator:
+        return Evaluator(config.slos, self._client, concurrency=self._settings.query_concurrency)
+
+    async def run(self, config: SLOConfig) -> None:
+        interval = self._settings.eval_interval
+        evaluator = self._evaluator_for(config)
+        tick = anyio.current_time()
+        while True:
+            new_config = await anyio.to_thread.run_sync(self._watcher.poll)
+            if new_config is not None:
+                evaluator = self._evaluator_for(new_config)
+                self._alerting.reconfigure(new_config)
+            await self._cycle(evaluator, interval)
+            tick = next_tick(tick, interval, anyio.current_time())
+            await anyio.sleep_until(tick)
+
+    async def _cycle(self, evaluator: Evaluator, interval: float) -> None:
         at = round(time.time(), 3)
         started = anyio.current_time()
         snapshot = await evaluator.evaluate(at, deadline=interval * 0.9)
         elapsed = anyio.current_time() - started
-        metrics.cycle_duration.observe(elapsed)
-        holder.publish(snapshot)
+        self._metrics.cycle_duration.observe(elapsed)
+        self._holder.publish(snapshot)
         stale = [s.slo.name for s in snapshot.statuses if s.stale]
         outcome = "success" if not stale else ("failed" if len(stale) == len(snapshot.statuses) else "partial")
-        metrics.cycles.labels(outcome).inc()
+        self._metrics.cycles.labels(outcome).inc()
         log.info(
             "evaluation_cycle",
             outcome=outcome,
@@ -128,10 +161,8 @@ async def _evaluation_loop(
             stale_slos=stale,
         )
         try:
-            for channel in await alerting.on_snapshot(snapshot):
-                dispatchers[channel].wake()
+            for channel in await self._alerting.on_snapshot(snapshot):
+                self._dispatchers[channel].wake()
         except (OSError, sqlite3.Error) as exc:
             log.error("alert_state_not_saved", error=str(exc), hint="check SLOEVAL_STATE_DIR (full, read-only?)")
-        holder.publish_firing(_firing_rows(alerting))
-        tick = next_tick(tick, interval, anyio.current_time())
-        await anyio.sleep_until(tick)
+        self._holder.publish_firing(_firing_rows(self._alerting))

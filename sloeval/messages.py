@@ -57,6 +57,8 @@ def headline(group: MessageGroup, slo: SLODefinition) -> str:
 
 
 def fact_lines(facts: Facts) -> list[str]:
+    if facts.factor is None and not facts.sli and facts.budget_remaining_percent is None:
+        return []  # a meta alert (no data): its condition says it all
     lines = []
     if facts.factor is not None:
         rates = ", ".join(f"{w} {_rate(v)}" for w, v in facts.burn_rates)

@@ -256,3 +256,22 @@ def test_one_message_per_slo_even_with_several_label_sets() -> None:
     groups = group_notifications(r.notifications, CFG.notify)
     assert sorted(g.channel for g in groups) == ["email", "telegram"]
     assert all(g.labels == () and [n.key.labels for n in g.notifications] == [a, b] for g in groups)
+
+
+def test_slo_data_missing_meta_alert() -> None:
+    stale = Snapshot(0, 0.01, (SLOStatus(SLO, (), error="connection refused"),))
+
+    def go(states: dict[AlertKey, AlertState], snap: Snapshot) -> StepResult:
+        evaluations, _ = evaluate_rules(snap, data_missing_after=600)
+        return step(states, evaluations, now=snap.evaluated_at, policy=CFG.notify, known_slos=["errors"])
+
+    r = go({}, stale)
+    assert r.notifications == ()
+    r = go(r.states, Snapshot(599, 0.01, stale.statuses))
+    assert r.notifications == ()
+    r = go(r.states, Snapshot(600, 0.01, stale.statuses))
+    (page,) = r.notifications
+    assert (page.key.alert, page.severity, page.status) == ("SLODataMissing", "warning", "firing")
+    assert "connection refused" in page.facts.condition
+    r = go(r.states, snapshot(630, {}))
+    assert [(n.key.alert, n.status) for n in r.notifications] == [("SLODataMissing", "resolved")]

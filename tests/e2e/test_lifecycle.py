@@ -138,3 +138,21 @@ def test_slo_data_missing_fires_after_the_delay_and_resolves_when_data_is_back(
             resolved = bot.wait_for_messages(18, timeout=30)[9:]
             assert all(p.text.startswith("<b>RESOLVED") and "SLODataMissing" in p.text for p in resolved)
         assert daemon.stop() == 0
+
+
+def test_turning_tls_verification_off_is_logged_as_a_warning(
+    prometheus: Any, slo_file: Path, daemon_factory: Any
+) -> None:
+    daemon = daemon_factory(
+        prometheus.url,
+        slo_file,
+        SLOEVAL_PROMETHEUS_TLS_VERIFY="false",
+        SLOEVAL_SMTP_TLS_VERIFY="false",
+        SLOEVAL_SMTP_HOST="127.0.0.1",
+        SLOEVAL_SMTP_PORT=str(free_port()),
+        SLOEVAL_EMAIL_TO="oncall@shop.test",
+    )
+    daemon.wait_for("/readyz", 200)
+    assert daemon.stop() == 0
+    warnings = {e["event"] for e in daemon.events() if e["level"] == "warning"}
+    assert {"prometheus_tls_verification_disabled", "smtp_tls_verification_disabled"} <= warnings

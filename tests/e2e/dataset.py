@@ -59,6 +59,10 @@ def build(end: int) -> list[Series]:
         counter("stopped_requests_total", {"code": "500"}, end, lambda t, i: 1.0 if t < stopped_at else 0.0),
         gauge("up", {"job": "api"}, end, lambda t: 0.0 if _down(t, end) else 1.0),
     ]
+    # A scrape gap: no samples at all in the last 90 minutes (exporter unreachable).
+    for code, per_step in (("200", 30.0), ("500", 1.0)):
+        full = counter("gappy_requests_total", {"code": code}, end, lambda t, i, n=per_step: n)
+        series.append(Series(full.name, full.labels, [p for p in full.samples if p[0] < end - 90 * 60]))
     # Two histograms with the same observations: one with Go-style and one with Python-style `le`.
     bounds = [("0.5", "0.5"), ("1", "1.0"), ("2", "2.0"), ("+Inf", "+Inf")]
     shares = [0.6, 0.85, 0.97, 1.0]
@@ -116,6 +120,10 @@ slos:
     slo_type: availability
     objective: 99.9
     uptime: {selector: 'up{job="api"}'}
+  - name: gap
+    slo_type: errors
+    objective: 99
+    ratio: {bad: 'gappy_requests_total{code="500"}', total: gappy_requests_total}
   - name: raw-errors
     slo_type: errors
     objective: 99
@@ -137,5 +145,6 @@ REFERENCE_SLI: dict[str, str] = {
     "go-latency": 'sum(increase(go_latency_seconds_bucket{le="2"}[W])) / sum(increase(go_latency_seconds_count[W]))',
     "py-latency": 'sum(increase(py_latency_seconds_bucket{le="2.0"}[W])) / sum(increase(py_latency_seconds_count[W]))',
     "uptime": 'avg(avg_over_time(up{job="api"}[W]))',
+    "gap": '1 - sum(increase(gappy_requests_total{code="500"}[W])) / sum(increase(gappy_requests_total[W]))',
     "raw-errors": '1 - sum(rate(shop_requests_total{code=~"5.."}[W])) / sum(rate(shop_requests_total[W]))',
 }

@@ -25,6 +25,7 @@ OBJECTIVES = {
     "py-latency": 0.95,
     "uptime": 0.999,
     "raw-errors": 0.99,
+    "gap": 0.99,
 }
 WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
 
@@ -127,6 +128,9 @@ def test_semantics_users_rely_on(prometheus: Any, slo_file: Path, data_end: int)
     (go,), (py,) = results["go-latency"], results["py-latency"]
     assert go["sli"] == py["sli"]
     assert all(go["sli"][w] is not None for w in WINDOWS)
+    # A scrape gap of 90 min: the windows inside it have no data (null), the longer ones do.
+    (gap,) = results["gap"]
+    assert [gap["sli"][w] is None for w in WINDOWS] == [True, True, True, False, False, False, False, False]
     # Outage of 10 min in the last hour.
     (uptime,) = results["uptime"]
     assert uptime["sli"]["1h"] < 0.9

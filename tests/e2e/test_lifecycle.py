@@ -13,6 +13,7 @@ import pytest
 
 from devtools.servers import PrometheusServer, free_port
 from devtools.telegram_stub import BotApiStub
+from sloeval.slo_config import load_slo_file
 from tests.e2e.conftest import samples
 
 pytestmark = pytest.mark.e2e
@@ -126,16 +127,17 @@ def test_slo_data_missing_fires_after_the_delay_and_resolves_when_data_is_back(
         daemon.wait_for("/healthz", 200)
         time.sleep(1.5)
         assert bot.sent() == []  # not before STALE_ALERT_AFTER
-        pages = bot.wait_for_messages(9, timeout=20)  # one per SLO of the file
+        count = len(load_slo_file(config).slos)
+        pages = bot.wait_for_messages(count, timeout=20)  # one per SLO of the file
         assert all("SLODataMissing" in p.text and p.text.startswith("<b>FIRING") for p in pages)
         assert all("no data from Prometheus" in p.text for p in pages)
         time.sleep(2)
-        assert len(bot.sent()) == 9  # no repeats within repeat_interval
+        assert len(bot.sent()) == count  # no repeats within repeat_interval
 
         server = PrometheusServer(tmp_path / "prom")
         server.port, server.url = port, f"http://127.0.0.1:{port}"
         with server:
-            resolved = bot.wait_for_messages(18, timeout=30)[9:]
+            resolved = bot.wait_for_messages(2 * count, timeout=30)[count:]
             assert all(p.text.startswith("<b>RESOLVED") and "SLODataMissing" in p.text for p in resolved)
         assert daemon.stop() == 0
 

@@ -73,6 +73,16 @@ def run_sloeval(args: list[str], env: dict[str, str], timeout: float = 120) -> s
     )
 
 
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.2 s until it is true; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Exposition text -> {sample name: [(labels, value), ...]}."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from devtools.servers import PrometheusServer, free_port
 from devtools.smtp_server import SmtpServer
 from devtools.telegram_stub import BotApiStub
-from tests.e2e.test_daemon import samples
+from tests.e2e.conftest import samples, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -87,15 +87,6 @@ def scraping_prometheus(tmp_path: Path, traffic: Traffic) -> Iterator[Prometheus
 def sent_counts(daemon: Any) -> dict[str, float]:
     rows = samples(daemon.get("/metrics").text).get("sloeval_notifications_total", [])
     return {labels["channel"]: value for labels, value in rows if labels["outcome"] == "sent"}
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_page_once_survive_kill_and_resolve_once(

@@ -14,7 +14,7 @@ import pytest
 from devtools.servers import PrometheusServer, free_port
 from devtools.telegram_stub import BotApiStub
 from sloeval.slo_config import load_slo_file
-from tests.e2e.conftest import samples
+from tests.e2e.conftest import samples, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +31,6 @@ slos:
 def budget_slos(daemon: Any) -> set[str]:
     rows = samples(daemon.get("/metrics").text).get("samokoder_error_budget_remaining_percent", [])
     return {labels["slo"] for labels, _ in rows}
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_reload_on_change_and_on_sighup_keeps_old_config_when_invalid(

@@ -23,8 +23,8 @@ demo: venv
 	$(BIN)/python -m devtools.demo
 
 lint: venv
-	$(BIN)/ruff check sloeval devtools tests
-	$(BIN)/ruff format --check sloeval devtools tests
+	$(BIN)/ruff check sloeval devtools tests bench
+	$(BIN)/ruff format --check sloeval devtools tests bench
 
 typecheck: venv
 	$(BIN)/mypy

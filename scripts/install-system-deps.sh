@@ -5,13 +5,14 @@ set -euo pipefail
 
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-  packages=(prometheus victoria-metrics prometheus-alertmanager)
+  packages=(prometheus victoria-metrics prometheus-alertmanager wrk)
 fi
 
 declare -A binary_of=(
   [prometheus]=/usr/bin/prometheus
   [victoria-metrics]=/usr/bin/victoria-metrics
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
+  [wrk]=/usr/bin/wrk
 )
 
 missing=()

@@ -23,6 +23,7 @@ class SnapshotHolder:
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._last_success: float | None = None
+        self._last_usable: float | None = None
         self._failed_in_a_row = 0
         self._firing: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = ()
 
@@ -35,10 +36,14 @@ class SnapshotHolder:
         return self._firing
 
     def publish(self, snapshot: Snapshot) -> None:
+        """A cycle fails only when no SLO could be evaluated; one broken SLO is reported as stale."""
         with self._lock:
             self._snapshot = snapshot
+            now = time.time()
             if snapshot.succeeded:
-                self._last_success = time.time()
+                self._last_success = now
+            if any(not s.stale for s in snapshot.statuses):
+                self._last_usable = now
                 self._failed_in_a_row = 0
             else:
                 self._failed_in_a_row += 1
@@ -50,6 +55,11 @@ class SnapshotHolder:
     @property
     def last_success(self) -> float | None:
         return self._last_success
+
+    @property
+    def last_usable(self) -> float | None:
+        """When a cycle last evaluated at least one SLO."""
+        return self._last_usable
 
     @property
     def failed_in_a_row(self) -> int:

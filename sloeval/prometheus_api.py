@@ -145,7 +145,8 @@ class PrometheusClient:
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _query_once(self, promql: str, at: float) -> QueryResult:
-        form = {"query": promql, "time": f"{at:.3f}", "timeout": f"{self._timeout:g}s"}
+        # Prometheus durations take no fractions ("0.5s" is bad_data): send whole milliseconds.
+        form = {"query": promql, "time": f"{at:.3f}", "timeout": f"{max(1, round(self._timeout * 1000))}ms"}
         try:
             with anyio.fail_after(self._timeout + 1.0):
                 response = await self._http.post(self._endpoint, data=form, timeout=self._timeout)
@@ -154,6 +155,9 @@ class PrometheusClient:
             raise PrometheusQueryError(
                 f"cannot connect to Prometheus: {type(exc).__name__}", query=promql, retryable=True
             ) from None
+        except anyio.get_cancelled_exc_class():
+            self._on_attempt("timeout")  # cut off by the cycle deadline (or shutdown): still a timeout
+            raise
         except (httpx.TimeoutException, TimeoutError):
             self._on_attempt("timeout")
             raise PrometheusQueryError(

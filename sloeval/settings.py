@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     eval_interval: float = Field(30.0, gt=0, le=86400, description="Seconds between evaluation cycles.")
     http_host: str = Field("0.0.0.0", description="Address for /metrics, /healthz and /readyz.")  # noqa: S104
     http_port: int = Field(9180, ge=0, le=65535, description="Port for /metrics, /healthz and /readyz.")
+    http_max_requests_per_second: float = Field(
+        200.0, ge=0, description="Pace of the HTTP endpoints (0 = unpaced); a flood waits instead of starving the loop."
+    )
     metric_prefix: str = Field("samokoder", description="Prefix of the exported SLO metrics.")
     log_format: Literal["json", "console"] = Field("json", description="Log output format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
@@ -100,6 +103,15 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def prometheus_url_for_logs(self) -> str:
+        """The URL without any user:password part."""
+        scheme, sep, rest = self.prometheus_url.partition("://")
+        host, slash, path = rest.partition("/")
+        if "@" in host:
+            host = "***@" + host.rsplit("@", 1)[1]
+        return f"{scheme}{sep}{host}{slash}{path}"
+
+    @property
     def smtp_port_or_default(self) -> int:
         if self.smtp_port is not None:
             return self.smtp_port
@@ -112,6 +124,16 @@ class Settings(BaseSettings):
     @property
     def email_enabled(self) -> bool:
         return self.smtp_host is not None and bool(self.email_to)
+
+    @model_validator(mode="after")
+    def _one_prometheus_auth(self) -> Settings:
+        password = self.prometheus_password is not None or self.prometheus_password_file is not None
+        bearer = self.prometheus_bearer_token is not None or self.prometheus_bearer_token_file is not None
+        if password and self.prometheus_username is None:
+            raise ValueError("a Prometheus password needs SLOEVAL_PROMETHEUS_USERNAME too")
+        if self.prometheus_username is not None and bearer:
+            raise ValueError("use either basic auth (username/password) or a bearer token for Prometheus, not both")
+        return self
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:

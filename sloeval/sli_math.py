@@ -25,13 +25,13 @@ def _finite(value: float | None) -> float | None:
 
 
 def sli_from_good(good: float | None, total: float | None) -> WindowSLI:
-    """SLI = good / total. A missing good count means zero good events."""
+    """SLI = good / total. A missing good count means zero good events; a non-finite one, no data."""
     total = _finite(total)
     if total is None or total <= 0:
         return WindowSLI(None)
-    good = _finite(good)
-    good = 0.0 if good is None else good
-    value = good / total
+    if good is not None and not math.isfinite(good):
+        return WindowSLI(None)  # a broken count is no data, not a perfect (or zero) SLI
+    value = (good or 0.0) / total
     if value > 1.0:
         return WindowSLI(1.0, clamped=True)
     if value < 0.0:
@@ -40,13 +40,13 @@ def sli_from_good(good: float | None, total: float | None) -> WindowSLI:
 
 
 def sli_from_bad(bad: float | None, total: float | None) -> WindowSLI:
-    """SLI = 1 - bad / total. A missing bad count means zero bad events."""
+    """SLI = 1 - bad / total. A missing bad count means zero bad events; a non-finite one, no data."""
     total = _finite(total)
     if total is None or total <= 0:
         return WindowSLI(None)
-    bad = _finite(bad)
-    bad = 0.0 if bad is None else bad
-    value = 1.0 - bad / total
+    if bad is not None and not math.isfinite(bad):
+        return WindowSLI(None)
+    value = 1.0 - (bad or 0.0) / total
     if value > 1.0:
         return WindowSLI(1.0, clamped=True)
     if value < 0.0:

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import re
 import warnings
+from urllib.parse import quote
 
 import anyio
 from telegram import Bot, LinkPreviewOptions
@@ -44,7 +45,9 @@ class TelegramChannel:
 
     def _clean(self, text: str) -> str:
         """Error texts must never carry the token (it is part of every request URL)."""
-        return re.sub(re.escape(self._token), "<token>", text, flags=re.IGNORECASE)
+        for form in {self._token, quote(self._token, safe="")}:
+            text = re.sub(re.escape(form), "<token>", text, flags=re.IGNORECASE)
+        return text
 
     async def send(self, recipient: str, message: RenderedMessage) -> None:
         lock = self._chat_locks.setdefault(recipient, anyio.Lock())

@@ -18,7 +18,7 @@ import pytest
 from bench.metrics_load import WRK_HINT, Phase, cycles_from_log, run_wrk
 from tests.e2e.conftest import samples
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("wrk") is None, reason=WRK_HINT)]
 
 CLIENTS = 50
 SECONDS = 5
@@ -28,8 +28,6 @@ INTERVAL = 1.0
 def test_metrics_answers_a_scrape_burst_without_delaying_the_loop(
     prometheus: Any, slo_file: Path, daemon_factory: Any
 ) -> None:
-    if shutil.which("wrk") is None:
-        pytest.skip(WRK_HINT)
     daemon = daemon_factory(prometheus.url, slo_file, SLOEVAL_EVAL_INTERVAL=repr(INTERVAL))
     daemon.wait_for("/readyz", 200)
     time.sleep(2)  # past the first cycles (connection set-up, caches)

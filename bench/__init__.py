@@ -1,0 +1,1 @@
+"""Benchmarks that run sloeval for real on loopback (``python -m bench.<name>``)."""

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     http_host: str = Field("0.0.0.0", description="Address for /metrics, /healthz and /readyz.")  # noqa: S104
     http_port: int = Field(9180, ge=0, le=65535, description="Port for /metrics, /healthz and /readyz.")
     http_max_requests_per_second: float = Field(
-        200.0, ge=0, description="Pace of the HTTP endpoints (0 = unpaced); a flood waits instead of starving the loop."
+        100.0, ge=0, description="Pace of the HTTP endpoints (0 = unpaced); a flood waits instead of starving the loop."
     )
     metric_prefix: str = Field("samokoder", description="Prefix of the exported SLO metrics.")
     log_format: Literal["json", "console"] = Field("json", description="Log output format.")

@@ -10,9 +10,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from sloeval.durations import format_duration, parse_duration
 
@@ -32,18 +32,23 @@ def _duration(value: object) -> int:
     return parse_duration(value)
 
 
+def _checked_duration(value: str) -> str:
+    _duration(value)
+    return value
+
+
+#: A duration kept as written ("1h30m"), validated when read; compiled to seconds later.
+DurationText = Annotated[
+    str, AfterValidator(_checked_duration), WithJsonSchema({"type": "string", "examples": ["5m", "1h", "30d"]})
+]
+
+
 class BurnRateSpec(_Strict):
     """Fires while the burn rate over BOTH windows exceeds the factor."""
 
-    long: str = Field(description="Long window, e.g. 1h.")
-    short: str = Field(description="Short window, e.g. 5m.")
+    long: DurationText = Field(description="Long window, e.g. 1h.")
+    short: DurationText = Field(description="Short window, e.g. 5m.")
     factor: float = Field(gt=0, description="Burn-rate threshold, e.g. 14.4.")
-
-    @field_validator("long", "short")
-    @classmethod
-    def _valid_window(cls, value: str) -> str:
-        _duration(value)
-        return value
 
     @model_validator(mode="after")
     def _short_below_long(self) -> BurnRateSpec:
@@ -57,16 +62,9 @@ class BurnRateSpec(_Strict):
 class SLIBelowSpec(_Strict):
     """Fires when the SLI over ``window`` stays below ``threshold`` percent for ``for``."""
 
-    window: str = Field(description="Window of the SLI, e.g. 5m.")
+    window: DurationText = Field(description="Window of the SLI, e.g. 5m.")
     threshold: float = Field(gt=0, le=100, description="Percent, e.g. 95.")
-    for_: str | None = Field(None, alias="for", description="How long it must hold before firing.")
-
-    @field_validator("window", "for_")
-    @classmethod
-    def _valid_duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            _duration(value)
-        return value
+    for_: DurationText | None = Field(None, alias="for", description="How long it must hold before firing.")
 
 
 class AlertSpec(_Strict):
@@ -77,14 +75,7 @@ class AlertSpec(_Strict):
     burn_rate: BurnRateSpec | None = Field(None, description="Multi-window burn-rate condition.")
     budget_remaining_below: float | None = Field(None, description="Percent of the period's budget.")
     sli_below: SLIBelowSpec | None = Field(None, description="SLI threshold condition.")
-    for_: str | None = Field(None, alias="for", description="How long the condition must hold (default 0).")
-
-    @field_validator("for_")
-    @classmethod
-    def _valid_for(cls, value: str | None) -> str | None:
-        if value is not None:
-            _duration(value)
-        return value
+    for_: DurationText | None = Field(None, alias="for", description="How long the condition must hold (default 0).")
 
     @model_validator(mode="after")
     def _one_condition(self) -> AlertSpec:
@@ -113,17 +104,11 @@ class NotifySpec(_Strict):
         ],
         description="Severity -> channels; every matching route applies.",
     )
-    repeat_interval: str = Field("4h", description="Re-send while an alert keeps firing.")
+    repeat_interval: DurationText = Field("4h", description="Re-send while an alert keeps firing.")
     send_resolved: bool = Field(True, description="Send a RESOLVED message when an alert stops.")
     group_wait: str = Field("10s", description="Wait this long to batch alerts of one SLO into one message.")
     dashboard_url: str | None = Field(None, description="Default link in messages; {slo} is replaced.")
     runbook_url: str | None = Field(None, description="Default runbook link; {slo} and {alert} are replaced.")
-
-    @field_validator("repeat_interval")
-    @classmethod
-    def _valid_repeat(cls, value: str) -> str:
-        _duration(value)
-        return value
 
     @field_validator("group_wait")
     @classmethod

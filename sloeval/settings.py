@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     email_from: str = Field("sloeval@localhost", description="From address of alert emails.")
     email_to: CommaList = Field(default_factory=list, description="Comma list of recipients.")
 
-    @field_validator("prometheus_url")
+    @field_validator("prometheus_url", "telegram_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -86,13 +86,6 @@ class Settings(BaseSettings):
         if not is_metric_name(value) or ":" in value:
             raise ValueError("must be a metric name prefix such as 'samokoder'")
         return value
-
-    @field_validator("telegram_api_url")
-    @classmethod
-    def _api_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
 
     @field_validator("email_from", "email_to")
     @classmethod

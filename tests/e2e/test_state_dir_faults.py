@@ -20,9 +20,10 @@ pytestmark = pytest.mark.e2e
 
 
 @contextlib.contextmanager
-def tiny_volume(path: Path, size: str) -> Iterator[Path]:
+def tiny_volume(path: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -66,6 +67,20 @@ def test_full_state_volume_at_start_is_one_clear_error(prometheus: Any, tmp_path
     assert "cannot start" in result.stderr
     assert str(volume / "state") in result.stderr
     assert "full" in result.stderr or "No space" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_read_only_state_volume_is_one_clear_error(prometheus: Any, tmp_path: Path) -> None:
+    with tiny_volume(tmp_path / "ro", "64k", read_only=True) as volume:
+        env = sloeval_env(
+            prometheus.url,
+            SLOEVAL_STATE_DIR=str(volume),
+            SLOEVAL_HTTP_HOST="127.0.0.1",
+            SLOEVAL_HTTP_PORT=str(free_port()),
+        )
+        result = run_sloeval(["run"], env, timeout=30)
+    assert result.returncode == 1
+    assert f"state directory {volume} is not writable" in result.stderr
     assert "Traceback" not in result.stderr
 
 

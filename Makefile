@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: all venv system-deps demo test lint typecheck unit clean
+.PHONY: all venv system-deps demo test lint typecheck unit bench clean
 
 all: test
 
@@ -34,6 +34,9 @@ unit: venv
 
 test: venv system-deps lint typecheck
 	$(BIN)/pytest
+
+bench: venv system-deps
+	$(BIN)/python -m bench.metrics_load --clients 200 --seconds 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo build *.egg-info

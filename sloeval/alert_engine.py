@@ -304,6 +304,17 @@ def step(
                     )
                 )
 
+    # Alerts that were not evaluated although their SLO was (a rule renamed or removed by a
+    # reload, a label set gone from the results) can never clear by themselves: resolve them.
+    stale = set(stale_slos)
+    for key in sorted(new_states):
+        if key.slo in stale or key in evaluated_keys:
+            continue
+        gone = new_states.pop(key)
+        if gone.status == "firing" and gone.last_sent_at is not None and policy.send_resolved:
+            since = _or_now(gone.firing_since, now)
+            notifications.append(Notification(key, gone.severity, "resolved", gone.facts, now, since))
+
     inhibiting = {
         (key.slo, key.labels)
         for key, state in new_states.items()
@@ -313,7 +324,9 @@ def step(
         key: state
         for key, state in sorted(new_states.items())
         if state.status == "firing"
-        and not (state.severity != "critical" and (key.slo, key.labels) in inhibiting)
+        and not (
+            state.severity != "critical" and key.alert != DATA_MISSING_ALERT and (key.slo, key.labels) in inhibiting
+        )
         and not _silenced(policy, key, state.severity, now)
     }
     # group_wait: hold a new group's first message while more of its alerts may still join, but
@@ -334,7 +347,7 @@ def step(
                 )
             )
             new_states[key] = replace(state, last_sent_at=now)
-    return StepResult(new_states, tuple(notifications), tuple(sorted(set(stale_slos))))
+    return StepResult(new_states, tuple(notifications), tuple(sorted(stale)))
 
 
 def _or_now(moment: float | None, now: float) -> float:

@@ -161,4 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         structlog.get_logger("sloeval").error("cannot_start", error=str(exc))
         print(f"sloeval: cannot start: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except Exception as exc:  # a bug: the JSON log keeps the details, the terminal gets one line
+        structlog.get_logger("sloeval").exception("fatal_error")
+        print(f"sloeval: stopped by an unexpected {type(exc).__name__}; see the fatal_error log event", file=sys.stderr)
+        return EXIT_INVALID
     return EXIT_OK

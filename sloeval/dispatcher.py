@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -52,8 +53,12 @@ class Dispatcher:
     async def run(self) -> None:
         try:
             while True:
-                await self.deliver_due()
-                next_at = await anyio.to_thread.run_sync(self._store.next_attempt_at, self._channel.name)
+                try:
+                    await self.deliver_due()
+                    next_at = await anyio.to_thread.run_sync(self._store.next_attempt_at, self._channel.name)
+                except sqlite3.Error as exc:  # full or broken state volume: keep the worker, try again
+                    log.error("outbox_unavailable", channel=self._channel.name, error=str(exc))
+                    next_at = None
                 wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.05, next_at - time.time()))
                 with anyio.move_on_after(wait):
                     await self._wake.wait()
@@ -81,6 +86,10 @@ class Dispatcher:
         except TimeoutError:
             await self._failed(item, "delivery timed out", permanent=False, retry_after=None)
             return False
+        except Exception as exc:  # a client library bug must not end the worker: retry later
+            log.exception("notification_unexpected_error", channel=self._channel.name, recipient=item.recipient)
+            await self._failed(item, f"unexpected {type(exc).__name__}", permanent=False, retry_after=None)
+            return False
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._store.mark_sent, item.id, time.time())
         self._on_outcome(self._channel.name, "sent")
@@ -90,6 +99,8 @@ class Dispatcher:
     async def _failed(self, item: OutboxItem, error: str, *, permanent: bool, retry_after: float | None) -> None:
         now = time.time()
         delay = retry_after if retry_after is not None else backoff_delay(item.attempts)
+        if retry_after is None and now < item.deadline:
+            delay = min(delay, item.deadline - now)  # one last try at the deadline
         if permanent or now + delay > item.deadline:
             reason = "permanent error" if permanent else "deadline passed"
             with anyio.CancelScope(shield=True):

@@ -14,7 +14,7 @@ import structlog
 from sloeval import sli_math
 from sloeval.prometheus_api import PrometheusQueryError, QueryResult
 from sloeval.queries import SERIES_LABEL, SLOQuery, build_query, parse_tag
-from sloeval.slo_config import RatioIndicator, RawIndicator, SLODefinition
+from sloeval.slo_config import RESERVED_LABELS, RatioIndicator, RawIndicator, SLODefinition
 from sloeval.snapshot import EventCounts, SLOResult, SLOStatus, Snapshot
 
 log = structlog.get_logger("sloeval.evaluator")
@@ -73,6 +73,7 @@ class Evaluator:
                 error=exc.message,
                 error_type=exc.error_type,
                 status_code=exc.status_code,
+                query=exc.query,
             )
             return SLOStatus(slo=query.slo, results=(), error=exc.message)
         return SLOStatus(slo=query.slo, results=results_from_samples(query.slo, result))
@@ -89,7 +90,8 @@ def results_from_samples(slo: SLODefinition, result: QueryResult) -> tuple[SLORe
             continue
         labels.pop("__name__", None)
         if isinstance(slo.indicator, RawIndicator):
-            key: LabelKey = tuple(sorted(labels.items()))
+            # sloeval's own labels (slo, service, window, ...) win over the query's.
+            key: LabelKey = tuple(sorted((k, v) for k, v in labels.items() if k not in RESERVED_LABELS))
         else:
             key = tuple((name, labels.get(name, "")) for name in slo.group_by)
         if tag in values[key]:

@@ -78,9 +78,9 @@ def build_app(
     pacer = RequestPacer(max_requests_per_second)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        pacer.wait_turn()
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
+            pacer.wait_turn()  # health probes are never paced: a flood must not fail them
             page = cache.page()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(page)))])
             return [page]

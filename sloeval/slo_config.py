@@ -132,11 +132,11 @@ class LatencySLI(_Grouped):
     def _base_name(cls, value: Selector) -> Selector:
         if value.metric is None:
             raise ValueError("the histogram selector must start with the metric name")
+        if any(m.name == "le" for m in value.matchers):
+            raise ValueError("do not match on 'le'; set threshold_seconds instead")
         for suffix in ("_bucket", "_count", "_sum"):
             if value.metric.endswith(suffix):
                 return value.with_metric(value.metric.removesuffix(suffix))
-        if any(m.name == "le" for m in value.matchers):
-            raise ValueError("do not match on 'le'; set threshold_seconds instead")
         return value
 
     @field_validator("threshold_seconds")

@@ -151,16 +151,21 @@ class StateStore:
                     " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(m.channel, m.recipient, m.subject, m.body, m.html, now, m.deadline, now) for m in messages],
                 )
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def due(self, channel: str, now: float, limit: int = 50) -> list[OutboxItem]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, channel, recipient, subject, body, html, created_at, deadline, attempts FROM outbox"
-                " WHERE status = 'pending' AND channel = ? AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                " WHERE status = 'pending' AND channel = ? AND next_attempt_at <= ?"
+                # In order per recipient: a RESOLVED never overtakes its FIRING that is still retrying.
+                " AND NOT EXISTS (SELECT 1 FROM outbox AS older WHERE older.status = 'pending'"
+                " AND older.channel = outbox.channel AND older.recipient = outbox.recipient AND older.id < outbox.id)"
+                " ORDER BY id LIMIT ?",
                 (channel, now, limit),
             ).fetchall()
         return [OutboxItem(*row) for row in rows]

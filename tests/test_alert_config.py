@@ -125,3 +125,8 @@ def test_shipped_config_has_the_platform_alert_names() -> None:
     assert config.notify.channels_for("critical") == ("telegram", "email")
     assert config.notify.channels_for("warning") == ("email",)
     assert config.notify.repeat_interval == 4 * 3600
+
+
+def test_histogram_with_suffix_and_le_matcher_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="le"):
+        one("- name: l\n  objective: 95\n  latency: {histogram: 'h_bucket{le=\"0.5\"}', threshold_seconds: 2}")

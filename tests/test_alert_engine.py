@@ -275,3 +275,25 @@ def test_slo_data_missing_meta_alert() -> None:
     assert "connection refused" in page.facts.condition
     r = go(r.states, snapshot(630, {}))
     assert [(n.key.alert, n.status) for n in r.notifications] == [("SLODataMissing", "resolved")]
+
+
+def test_alert_of_a_renamed_rule_resolves_instead_of_firing_forever() -> None:
+    r = advance({}, snapshot(0, FAST))
+    renamed = config(CONFIG_TEXT.replace("name: Fast,", "name: Faster,"))
+    evaluations, stale = evaluate_rules(snapshot(30, {}, slo=renamed.slos[0]))
+    after = step(r.states, evaluations, now=30, policy=renamed.notify, known_slos=["errors"], stale_slos=stale)
+    assert [(n.key.alert, n.status) for n in after.notifications] == [("Fast", "resolved")]
+    assert all(k.alert != "Fast" for k in after.states)
+
+
+def test_data_missing_is_not_inhibited_by_a_firing_critical() -> None:
+    firing = advance({}, snapshot(0, FAST))
+    stale = Snapshot(0, 0.01, (SLOStatus(SLO, (), error="connection refused"),))
+    states = firing.states
+    notes: list[Notification] = []
+    for at in (0, 300, 600):
+        evaluations, stale_slos = evaluate_rules(Snapshot(at, 0.01, stale.statuses), data_missing_after=600)
+        result = step(states, evaluations, now=at, policy=CFG.notify, known_slos=["errors"], stale_slos=stale_slos)
+        states, notes = result.states, notes + list(result.notifications)
+    assert [(n.key.alert, n.status) for n in notes] == [("SLODataMissing", "firing")]
+    assert any(k.alert == "Fast" and s.status == "firing" for k, s in states.items())  # kept: no data

@@ -189,7 +189,27 @@ async def test_permanent_failure_is_never_retried(store: StateStore, stub: BotAp
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("deadline_in", [0.5, -10.0], ids=["before-backoff", "already-past"])
+async def test_last_try_at_the_deadline_then_failed(store: StateStore, stub: BotApiStub) -> None:
+    outcomes = Outcomes()
+    channel = telegram(stub)
+    dispatcher = Dispatcher(store, channel, attempt_timeout=2.0, on_outcome=outcomes)
+    stub.fail_next("sendMessage", status=500, times=2)
+    queue(store, "telegram", CHAT, "late", deadline_in=0.5)  # the next backoff (~1 s) is past the deadline
+    try:
+        assert await dispatcher.deliver_due() == 0
+        next_at = store.next_attempt_at("telegram")
+        assert next_at is not None  # not given up yet: one more try, at the deadline
+        await anyio.sleep(max(0.0, next_at - time.time()) + 0.05)
+        assert await dispatcher.deliver_due() == 0
+    finally:
+        await channel.aclose()
+    assert store.counts() == {("telegram", "failed"): 1}
+    assert outcomes.seen == [("telegram", "retry"), ("telegram", "failed")]
+    assert send_attempts(stub) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("deadline_in", [-10.0], ids=["already-past"])
 async def test_deadline_passed_after_temporary_error(store: StateStore, stub: BotApiStub, deadline_in: float) -> None:
     outcomes = Outcomes()
     channel = telegram(stub)
@@ -305,3 +325,14 @@ async def test_pending_message_survives_restart(tmp_path: Path) -> None:
         assert outcomes.seen == [("email", "retry"), ("email", "sent")]
     finally:
         reopened.close()
+
+
+@pytest.mark.anyio
+async def test_worker_survives_an_unusable_outbox(tmp_path: Path, stub: BotApiStub) -> None:
+    broken = StateStore.open(tmp_path / "broken")
+    broken.close()  # every store call now raises sqlite3.ProgrammingError
+    channel = telegram(stub)
+    dispatcher = Dispatcher(broken, channel, attempt_timeout=2.0)
+    with anyio.move_on_after(0.5) as scope:
+        await dispatcher.run()
+    assert scope.cancelled_caught  # still running when time was up: the error did not end the worker

@@ -94,3 +94,10 @@ def test_failed_slo_is_stale_and_others_still_evaluate() -> None:
     assert broken.stale
     assert broken.error == "execution: boom"
     assert client.times == [1234.5, 1234.5]
+
+
+def test_raw_results_cannot_override_sloevals_own_labels() -> None:
+    (slo,) = load("- name: r\n  objective: 99\n  raw: {error_ratio: 'x[$window]'}")
+    samples = [tagged(0.01, f"error_ratio:{w}", region="eu", slo="other", window="7d") for w in slo.window_names]
+    (result,) = results_from_samples(slo, QueryResult(tuple(samples)))
+    assert result.labels_dict == {"region": "eu"}

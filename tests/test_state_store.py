@@ -86,9 +86,12 @@ def test_round_trip_after_reopen(tmp_path: Path) -> None:
 
 def test_outbox_status_transitions(store: StateStore) -> None:
     store.commit_cycle({}, [message(subject="a"), message(subject="b"), message("email", "c")], NOW)
-    a, b = store.due("telegram", NOW)
+    [a] = store.due("telegram", NOW)  # one recipient: one message at a time, in order
+    assert a.subject == "a"
     assert store.due("telegram", NOW - 1) == []
     store.mark_sent(a.id, NOW + 1)
+    [b] = store.due("telegram", NOW + 1)
+    assert b.subject == "b"
     store.reschedule(b.id, NOW + 30, "Telegram error: boom")
     assert store.due("telegram", NOW + 29) == []
     [again] = store.due("telegram", NOW + 30)
@@ -288,9 +291,10 @@ def test_commit_cycle_is_atomic_across_reopen(tmp_path: Path) -> None:
 def test_old_finished_messages_are_pruned_on_open(tmp_path: Path) -> None:
     store = StateStore.open(tmp_path)
     store.commit_cycle({}, [message(subject="old"), message(subject="recent"), message(subject="pending")], NOW)
-    old, recent, _ = store.due("telegram", NOW)
     now = time.time()
+    [old] = store.due("telegram", NOW)
     store.mark_sent(old.id, now - state_store.KEEP_DONE_SECONDS - 60)
+    [recent] = store.due("telegram", NOW)
     store.mark_failed(recent.id, "x", now - 60)
     store.close()
     reopened = StateStore.open(tmp_path)
@@ -298,3 +302,19 @@ def test_old_finished_messages_are_pruned_on_open(tmp_path: Path) -> None:
         assert outbox_subjects(reopened.path) == ["recent", "pending"]
     finally:
         reopened.close()
+
+
+def test_messages_to_one_recipient_go_out_in_order(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    try:
+        first = NewMessage("email", "a@x.test", "[FIRING] s", "b", None, 1e12)
+        second = NewMessage("email", "a@x.test", "[RESOLVED] s", "b", None, 1e12)
+        other = NewMessage("email", "b@x.test", "[FIRING] s", "b", None, 1e12)
+        store.commit_cycle({}, [first, second, other], now=100.0)
+        due = store.due("email", now=100.0)
+        assert [(i.recipient, i.subject) for i in due] == [("a@x.test", "[FIRING] s"), ("b@x.test", "[FIRING] s")]
+        store.reschedule(due[0].id, next_attempt_at=500.0, error="timeout")  # the FIRING is retrying
+        assert [i.subject for i in store.due("email", now=200.0) if i.recipient == "a@x.test"] == []
+        assert [i.subject for i in store.due("email", now=500.0) if i.recipient == "a@x.test"] == ["[FIRING] s"]
+    finally:
+        store.close()

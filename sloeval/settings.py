@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     query_timeout: float = Field(10.0, gt=0, le=600, description="Seconds one PromQL query may take.")
     query_attempts: int = Field(3, ge=1, le=10, description="Tries per query when a retry can help.")
     query_concurrency: int = Field(8, ge=1, le=256, description="Queries in flight at once.")
-    ready_max_failed_cycles: int = Field(3, ge=1, description="Cycles in a row that evaluate no SLO before /readyz fails.")
+    ready_max_failed_cycles: int = Field(
+        3, ge=1, description="Cycles in a row that evaluate no SLO before /readyz fails."
+    )
     prometheus_username: str | None = Field(None, description="Basic auth user for Prometheus.")
     prometheus_password: SecretStr | None = Field(None, description="Basic auth password.")
     prometheus_password_file: Path | None = Field(None, description="File holding the basic auth password.")

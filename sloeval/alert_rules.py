@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from sloeval.durations import format_duration, parse_duration
+from sloeval.durations import duration_from_config, format_duration
 
 Severity = Literal["critical", "warning", "info"]
 Channel = Literal["telegram", "email"]
@@ -26,15 +26,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
 
-def _duration(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError("must be a duration string such as 5m, 1h or 30d")
-    return parse_duration(value)
+_duration = duration_from_config
 
 
 def _checked_duration(value: str) -> str:
     _duration(value)
     return value
+
+
+def _group_wait_seconds(value: str) -> int:
+    """``group_wait`` may be switched off with ``0s`` (other durations must be positive)."""
+    return 0 if value in ("0", "0s") else _duration(value)
 
 
 #: A duration kept as written ("1h30m"), validated when read; compiled to seconds later.
@@ -113,8 +115,7 @@ class NotifySpec(_Strict):
     @field_validator("group_wait")
     @classmethod
     def _valid_wait(cls, value: str) -> str:
-        if value not in ("0", "0s"):
-            _duration(value)
+        _group_wait_seconds(value)
         return value
 
 
@@ -233,8 +234,6 @@ class NotifyPolicy:
     repeat_interval: int = 4 * 3600
     send_resolved: bool = True
     group_wait: int = 10
-    dashboard_url: str | None = None
-    runbook_url: str | None = None
     silences: tuple[Silence, ...] = field(default=())
 
     def channels_for(self, severity: str) -> tuple[str, ...]:
@@ -266,9 +265,7 @@ def compile_policy(spec: NotifySpec, silences: list[SilenceSpec]) -> NotifyPolic
         routes=tuple(Route(frozenset(r.severity), tuple(r.channels)) for r in spec.routes),
         repeat_interval=_duration(spec.repeat_interval),
         send_resolved=spec.send_resolved,
-        group_wait=0 if spec.group_wait in ("0", "0s") else _duration(spec.group_wait),
-        dashboard_url=spec.dashboard_url,
-        runbook_url=spec.runbook_url,
+        group_wait=_group_wait_seconds(spec.group_wait),
         silences=tuple(
             Silence(
                 tuple((m.name, m.value, m.regex) for m in s.matchers),

@@ -43,3 +43,10 @@ def format_duration(seconds: int) -> str:
             count, remaining = divmod(remaining, size)
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def duration_from_config(value: object) -> int:
+    """A duration from a config file: it must be a string (``30`` alone is ambiguous)."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("must be a duration string such as 5m, 1h or 30d")
+    return parse_duration(value)

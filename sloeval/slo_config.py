@@ -37,7 +37,7 @@ from sloeval.alert_rules import (
     compile_policy,
     default_alerts,
 )
-from sloeval.durations import format_duration, parse_duration
+from sloeval.durations import duration_from_config, format_duration, parse_duration
 from sloeval.selectors import Selector, SelectorError, is_label_name, parse_selector
 
 #: Windows evaluated for every SLO in addition to its period.
@@ -50,12 +50,6 @@ DEFAULT_PERIOD = "30d"
 
 class ConfigError(Exception):
     """A configuration problem, with a one-line message fit for the user."""
-
-
-def _to_duration(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError("must be a duration string such as 5m, 1h or 30d")
-    return parse_duration(value)
 
 
 def _to_selector(value: object) -> Selector:
@@ -71,7 +65,7 @@ def _to_selector(value: object) -> Selector:
 
 Duration = Annotated[
     int,
-    BeforeValidator(_to_duration),
+    BeforeValidator(duration_from_config),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "examples": ["5m", "1h", "30d"]}),
 ]

@@ -296,13 +296,7 @@ def step(
             new_states[key] = current
         elif current is not None:
             del new_states[key]
-            muted = _silenced(policy, key, current.severity, now)
-            if current.status == "firing" and current.last_sent_at is not None and policy.send_resolved and not muted:
-                notifications.append(
-                    Notification(
-                        key, current.severity, "resolved", evaluation.facts, now, _or_now(current.firing_since, now)
-                    )
-                )
+            notifications += _resolve(key, current, evaluation.facts, now, policy)
 
     # Alerts that were not evaluated although their SLO was (a rule renamed or removed by a
     # reload, a label set gone from the results) can never clear by themselves: resolve them.
@@ -311,9 +305,7 @@ def step(
         if key.slo in stale or key in evaluated_keys:
             continue
         gone = new_states.pop(key)
-        if gone.status == "firing" and gone.last_sent_at is not None and policy.send_resolved:
-            since = _or_now(gone.firing_since, now)
-            notifications.append(Notification(key, gone.severity, "resolved", gone.facts, now, since))
+        notifications += _resolve(key, gone, gone.facts, now, policy)
 
     inhibiting = {
         (key.slo, key.labels)
@@ -348,6 +340,15 @@ def step(
             )
             new_states[key] = replace(state, last_sent_at=now)
     return StepResult(new_states, tuple(notifications), tuple(sorted(stale)))
+
+
+def _resolve(key: AlertKey, state: AlertState, facts: Facts, now: float, policy: NotifyPolicy) -> list[Notification]:
+    """The RESOLVED message owed when an alert ends: only if its FIRING went out and is not muted."""
+    if state.status != "firing" or state.last_sent_at is None or not policy.send_resolved:
+        return []
+    if _silenced(policy, key, state.severity, now):
+        return []
+    return [Notification(key, state.severity, "resolved", facts, now, _or_now(state.firing_since, now))]
 
 
 def _or_now(moment: float | None, now: float) -> float:

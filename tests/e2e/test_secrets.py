@@ -16,10 +16,8 @@ import base64
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -27,7 +25,7 @@ import pytest
 from devtools.servers import PrometheusServer, free_port
 from devtools.smtp_server import SmtpServer
 from devtools.telegram_stub import BotApiStub
-from tests.e2e.conftest import REPO, Daemon, run_sloeval, samples, sloeval_env
+from tests.e2e.conftest import REPO, Daemon, run_sloeval, samples, sloeval_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -165,15 +163,6 @@ def secret_env(prometheus: PrometheusServer, bot: BotApiStub, smtp: SmtpServer, 
 def notification_counts(daemon: Daemon) -> dict[tuple[str, str], float]:
     rows = samples(daemon.get("/metrics").text).get("sloeval_notifications_total", [])
     return {(labels["channel"], labels["outcome"]): value for labels, value in rows}
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def received_texts(bot: BotApiStub, smtp: SmtpServer, transcript: Transcript) -> None:

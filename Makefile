@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: all venv system-deps demo test lint typecheck unit bench clean
+.PHONY: all venv system-deps demo test lint typecheck unit bench image image-test clean
 
 all: test
 
@@ -30,10 +30,17 @@ typecheck: venv
 	$(BIN)/mypy
 
 unit: venv
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -m "not e2e and not image"
 
 test: venv system-deps lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not image"
+
+image: venv
+	scripts/install-system-deps.sh buildah podman debootstrap
+	scripts/build-image.sh localhost/sloeval:test
+
+image-test: image system-deps
+	$(BIN)/pytest -m image
 
 bench: venv system-deps
 	$(BIN)/python -m bench.metrics_load --clients 200 --seconds 10

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the demo and the tests need, when they are missing.
-# Usage: scripts/install-system-deps.sh [package ...]   (default: all of them)
+# Usage: scripts/install-system-deps.sh [package ...]   (default: what `make test` needs)
 set -euo pipefail
 
 packages=("$@")
@@ -13,6 +13,9 @@ declare -A binary_of=(
   [victoria-metrics]=/usr/bin/victoria-metrics
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
   [wrk]=/usr/bin/wrk
+  [buildah]=/usr/bin/buildah
+  [podman]=/usr/bin/podman
+  [debootstrap]=/usr/sbin/debootstrap
 )
 
 missing=()

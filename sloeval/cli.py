@@ -1,4 +1,4 @@
-"""Command line: ``sloeval run | check | eval``."""
+"""Command line: ``sloeval run | check | eval | notify-test | healthcheck``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import anyio
+import httpx
 import structlog
 
 from sloeval import __version__
@@ -62,7 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--format", choices=("table", "json"), default="table")
     notify = add("notify-test", "Send a test message to every configured recipient (exit 1 if any send fails).")
     notify.add_argument("--channel", choices=("telegram", "email"), help="only this channel")
+    health = commands.add_parser(
+        "healthcheck",
+        help="Ask the running daemon's /healthz (or /readyz); for container HEALTHCHECKs (exit 0 healthy, 1 not).",
+    )
+    health.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
     return parser
+
+
+def _healthcheck(settings: Settings, ready: bool) -> int:
+    """One GET to the daemon's own endpoint on loopback when it listens on every address."""
+    host = settings.http_host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - the wildcard is compared, not bound
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.http_port}/{'readyz' if ready else 'healthz'}"
+    try:
+        response = httpx.get(url, timeout=3.0)
+    except httpx.HTTPError as exc:
+        print(f"sloeval: {url}: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_INVALID
+    if response.status_code != 200:
+        print(f"sloeval: {url}: HTTP {response.status_code}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
 
 
 async def _eval(settings: Settings, config: SLOConfig, at: float, fmt: str) -> int:
@@ -129,10 +154,12 @@ def _describe_alerts(slo: SLODefinition) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(**({"slo_file": args.config} if args.config else {}))
+        settings = load_settings(**({"slo_file": args.config} if getattr(args, "config", None) else {}))
     except SettingsError as exc:
         print(f"sloeval: invalid settings: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if args.command == "healthcheck":
+        return _healthcheck(settings, args.ready)
     configure_logging(settings.log_level, settings.log_format)
     try:
         config = load_slo_file(settings.slo_file, min_window=settings.eval_interval)
@@ -141,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
 
     if args.command == "check":
-        print(f"{config.path}: ok: {len(config.slos)} SLOs for service {config.service!r}")
+        source = "" if config.source_format == "sloeval" else f" ({config.source_format})"
+        print(f"{config.path}: ok{source}: {len(config.slos)} SLOs for service {config.service!r}")
         for slo in config.slos:
             print(f"  {slo.name}: {slo.kind}, objective {100 * slo.objective:g}% over {slo.period_name}")
             print("\n".join(_describe_alerts(slo)))

@@ -38,6 +38,7 @@ from sloeval.alert_rules import (
     default_alerts,
 )
 from sloeval.durations import duration_from_config, format_duration, parse_duration
+from sloeval.openslo import OpenSLOError, is_openslo, translate
 from sloeval.selectors import Selector, SelectorError, is_label_name, parse_selector
 
 #: Windows evaluated for every SLO in addition to its period.
@@ -317,6 +318,7 @@ class SLOConfig:
     service: str
     slos: tuple[SLODefinition, ...]
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)
+    source_format: str = "sloeval"  # or "OpenSLO v1" for a translated OpenSLO file
 
 
 def percent_to_ratio(percent: float) -> float:
@@ -450,13 +452,26 @@ def _describe_validation_error(path: Path, raw: Any, error: ValidationError) -> 
 def parse_slo_text(text: str, path: Path, *, min_window: float = 30.0) -> SLOConfig:
     """Validate SLO file contents; raise :class:`ConfigError` with a one-line message."""
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        loaded = yaml.load_all(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        documents = [document for document in loaded if document is not None]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(_one_line(f"{path}: {where}invalid YAML: {exc.problem or exc}")) from None
     except yaml.YAMLError as exc:
         raise ConfigError(_one_line(f"{path}: invalid YAML: {exc}")) from None
+    source_format = "sloeval"
+    raw: Any
+    if is_openslo(documents):
+        try:
+            raw = translate(documents)
+        except OpenSLOError as exc:
+            raise ConfigError(_one_line(f"{path}: {exc}")) from None
+        source_format = "OpenSLO v1"
+    elif len(documents) > 1:
+        raise ConfigError(f"{path}: holds {len(documents)} YAML documents; a sloeval SLO file is one document")
+    else:
+        raw = documents[0] if documents else None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the file must be a mapping with 'service', 'period' and 'slos'")
     try:
@@ -467,7 +482,8 @@ def parse_slo_text(text: str, path: Path, *, min_window: float = 30.0) -> SLOCon
         slos = tuple(_compile(s, spec, min_window) for s in spec.slos)
     except _CompileError as exc:
         raise ConfigError(f"{path}: slo {json.dumps(exc.slo)}: {exc.field}: {exc.message}") from None
-    return SLOConfig(path=path, service=spec.service, slos=slos, notify=compile_policy(spec.notify, spec.silences))
+    notify = compile_policy(spec.notify, spec.silences)
+    return SLOConfig(path=path, service=spec.service, slos=slos, notify=notify, source_format=source_format)
 
 
 def load_slo_file(path: Path, *, min_window: float = 30.0) -> SLOConfig:

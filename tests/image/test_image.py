@@ -119,6 +119,10 @@ def run_in_image(container: str, *command: str, **kwargs: object) -> subprocess.
     return result
 
 
+def host_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+
+
 def readable_dir(path: Path) -> Path:
     """A directory the image's user can read, as a mounted config directory is."""
     path.mkdir()
@@ -174,7 +178,7 @@ def test_check_on_the_shipped_config(container: str) -> None:
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
+        env=host_env(),
         check=True,
     )
     assert inside.stdout == outside.stdout.replace("config/slos.yaml", "/etc/sloeval/slos.yaml")
@@ -201,7 +205,7 @@ def test_eval_in_the_image_equals_eval_outside(container: str, prometheus: Prome
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}, **env},
+        env={**host_env(), **env},
         check=True,
     )
     result = json.loads(inside.stdout)
@@ -283,7 +287,18 @@ def test_sidecar_run(container: str, prometheus: PrometheusServer, tmp_path: Pat
             metrics = samples(httpx.get(f"{url}/metrics", timeout=5).text)
             budget = metrics["samokoder_error_budget_remaining_percent"]
             assert [labels["slo"] for labels, _ in budget] == ["api-errors"]
-            assert 0 < budget[0][1] <= 100
+            # The same number as `sloeval eval` outside the image at the daemon's pinned time.
+            pinned = metrics["sloeval_last_evaluation_timestamp_seconds"][0][1]
+            eval_args = ["eval", "-c", str(config_dir / "slos.yaml"), "--at", repr(pinned), "--format", "json"]
+            outside = subprocess.run(
+                [sys.executable, "-m", "sloeval", *eval_args],
+                capture_output=True,
+                text=True,
+                env={**host_env(), "SLOEVAL_PROMETHEUS_URL": prometheus.url},
+                check=True,
+            )
+            expected = json.loads(outside.stdout)["results"][0]["error_budget_remaining_percent"]
+            assert budget[0][1] == pytest.approx(expected, rel=1e-9, abs=1e-9)
             assert metrics["sloeval_build_info"][0][0]["version"] == __version__
 
             for args in (("sloeval", "healthcheck"), ("sloeval", "healthcheck", "--ready")):

@@ -101,7 +101,7 @@ def render() -> str:
         [
             START,
             "#### Settings (environment variables)",
-            "Secrets may also come from files: `*_PASSWORD_FILE`, `*_BEARER_TOKEN_FILE`.",
+            "Secrets may also come from files (`*_PASSWORD_FILE`, `*_TOKEN_FILE`); an empty file counts as unset.",
             settings_table(),
             "#### SLO file keys",
             "Unknown keys are errors. Each SLO has exactly one of `ratio`, `latency`, `uptime`, `raw`.",

@@ -142,7 +142,8 @@ class Settings(BaseSettings):
                 secret = file_path.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
                 raise ValueError(f"cannot read {ENV_PREFIX}{name.upper()}_FILE: {exc.strerror}") from None
-            object.__setattr__(self, name, SecretStr(secret))
+            if secret:  # an empty file (an unused channel's placeholder secret) counts as unset
+                object.__setattr__(self, name, SecretStr(secret))
         return self
 
 

@@ -43,6 +43,17 @@ def test_secret_files_and_masking(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "very-secret-token" not in str(s.model_dump())
 
 
+def test_empty_secret_file_counts_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose mounts every secret; an unused channel's file stays empty and must not enable it."""
+    empty = tmp_path / "telegram_bot_token"
+    empty.write_text("\n")
+    monkeypatch.setenv("SLOEVAL_TELEGRAM_BOT_TOKEN_FILE", str(empty))
+    monkeypatch.setenv("SLOEVAL_TELEGRAM_CHAT_IDS", "42")
+    s = load_settings()
+    assert s.telegram_bot_token is None
+    assert not s.telegram_enabled
+
+
 def test_both_secret_and_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = tmp_path / "pw"
     secret.write_text("pw-one")

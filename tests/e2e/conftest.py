@@ -22,12 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def data_end() -> int:
-    """The last sample's time: a whole minute, a little before now."""
-    return int(time.time()) // 60 * 60 - 60
-
-
-@pytest.fixture(scope="session")
 def series(data_end: int) -> list[Series]:
     return dataset.build(data_end)
 
@@ -71,6 +65,15 @@ def run_sloeval(args: list[str], env: dict[str, str], timeout: float = 120) -> s
         timeout=timeout,
         check=False,
     )
+
+
+def eval_json(url: str, slo_file: Path, at: int) -> dict[str, Any]:
+    """``sloeval eval --format json`` at ``at``; it must succeed for every SLO."""
+    result = run_sloeval(["eval", "--format", "json", "--at", str(at), "-c", str(slo_file)], sloeval_env(url))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> None:

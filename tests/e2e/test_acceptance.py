@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 
 from devtools.servers import instant_query
 from tests.e2e import dataset
-from tests.e2e.conftest import run_sloeval, sloeval_env
+from tests.e2e.conftest import eval_json
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +27,6 @@ OBJECTIVES = {
     "gap": 0.99,
 }
 WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
-
-
-def evaluate(url: str, slo_file: Path, at: int) -> dict[str, Any]:
-    result = run_sloeval(["eval", "--format", "json", "--at", str(at), "-c", str(slo_file)], sloeval_env(url))
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
 
 
 def reference(url: str, slo: str, window: str, at: int) -> dict[tuple[tuple[str, str], ...], float | None]:
@@ -89,14 +80,14 @@ def assert_matches_backend(url: str, document: dict[str, Any], at: int) -> None:
 
 
 def test_numbers_equal_prometheus(prometheus: Any, slo_file: Path, data_end: int) -> None:
-    document = evaluate(prometheus.url, slo_file, data_end)
+    document = eval_json(prometheus.url, slo_file, data_end)
     assert document["evaluated_at"] == data_end
     assert "errors" not in document
     assert_matches_backend(prometheus.url, document, data_end)
 
 
 def test_budget_equals_prometheus_budget_expression(prometheus: Any, slo_file: Path, data_end: int) -> None:
-    document = evaluate(prometheus.url, slo_file, data_end)
+    document = eval_json(prometheus.url, slo_file, data_end)
     (uptime,) = by_slo(document)["uptime"]
     expr = f"100 * (1 - (1 - ({dataset.REFERENCE_SLI['uptime'].replace('[W]', '[30d]')})) / (1 - 0.999))"
     (answer,) = instant_query(prometheus.url, expr, data_end)
@@ -104,7 +95,7 @@ def test_budget_equals_prometheus_budget_expression(prometheus: Any, slo_file: P
 
 
 def test_semantics_users_rely_on(prometheus: Any, slo_file: Path, data_end: int) -> None:
-    results = by_slo(evaluate(prometheus.url, slo_file, data_end))
+    results = by_slo(eval_json(prometheus.url, slo_file, data_end))
     endpoints = {r["labels"]["endpoint"]: r for r in results["errors-by-endpoint"]}
     assert set(endpoints) == {"/a", "/b", "/c"}
     # /b never had a 5xx series: zero bad events, a perfect SLI, not "no data".
@@ -138,14 +129,14 @@ def test_semantics_users_rely_on(prometheus: Any, slo_file: Path, data_end: int)
 
 
 def test_numbers_equal_victoriametrics(victoria: Any, slo_file: Path, data_end: int) -> None:
-    document = evaluate(victoria.url, slo_file, data_end)
+    document = eval_json(victoria.url, slo_file, data_end)
     assert "errors" not in document
     assert_matches_backend(victoria.url, document, data_end)
 
 
 def test_pinned_timestamp_is_used_for_every_query(prometheus: Any, slo_file: Path, data_end: int) -> None:
     earlier = data_end - 5 * 86400 + 600  # inside the 30-minute outage
-    document = evaluate(prometheus.url, slo_file, earlier)
+    document = eval_json(prometheus.url, slo_file, earlier)
     (uptime,) = by_slo(document)["uptime"]
     assert uptime["sli"]["5m"] == 0.0
     assert_matches_backend(prometheus.url, document, earlier)

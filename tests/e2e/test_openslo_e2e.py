@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devtools.samokoder_data import samokoder_dataset
 from devtools.servers import PrometheusServer
-from devtools.tsdb import write_prometheus_blocks
-from tests.e2e.conftest import REPO, run_sloeval, sloeval_env
+from tests.e2e.conftest import REPO, eval_json
 
 pytestmark = pytest.mark.e2e
 
@@ -21,29 +17,11 @@ NATIVE_EQUIVALENT = REPO / "tests" / "data" / "openslo" / "samokoder-api-native.
 WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
 
 
-def evaluate(url: str, slo_file: Path, at: int) -> dict[str, Any]:
-    result = run_sloeval(["eval", "--format", "json", "--at", str(at), "-c", str(slo_file)], sloeval_env(url))
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    assert "errors" not in document
-    return document
-
-
-@pytest.fixture(scope="module")
-def samokoder_prometheus(tmp_path_factory: pytest.TempPathFactory, data_end: int) -> Iterator[PrometheusServer]:
-    """Four days of Samokoder-shaped traffic: an outage, a latency incident and two 5xx bursts."""
-    data_dir = tmp_path_factory.mktemp("samokoder-prometheus-data")
-    write_prometheus_blocks(samokoder_dataset(data_end, days=4), data_dir)
-    with PrometheusServer(data_dir) as server:
-        yield server
-
-
 def test_shipped_openslo_example_gives_the_numbers_of_the_native_file(
     samokoder_prometheus: PrometheusServer, data_end: int
 ) -> None:
-    openslo = evaluate(samokoder_prometheus.url, EXAMPLE, data_end)
-    native = evaluate(samokoder_prometheus.url, NATIVE_EQUIVALENT, data_end)
+    openslo = eval_json(samokoder_prometheus.url, EXAMPLE, data_end)
+    native = eval_json(samokoder_prometheus.url, NATIVE_EQUIVALENT, data_end)
     assert openslo == native
     (errors,) = [r for r in openslo["results"] if r["slo"] == "api-errors"]
     assert errors["slo_type"] == "errors"
@@ -155,8 +133,8 @@ def test_openslo_twins_of_the_acceptance_slos_give_the_same_numbers(
     """Grouping, good/total, a counter reset and a scrape gap, read through OpenSLO."""
     openslo_file = tmp_path / "shop-openslo.yaml"
     openslo_file.write_text(SHOP_OPENSLO, encoding="utf-8")
-    openslo = evaluate(prometheus.url, openslo_file, data_end)
-    native = evaluate(prometheus.url, slo_file, data_end)
+    openslo = eval_json(prometheus.url, openslo_file, data_end)
+    native = eval_json(prometheus.url, slo_file, data_end)
     names = {"errors-by-endpoint", "success-ratio", "after-reset", "gap"}
     twins = [r for r in native["results"] if r["slo"] in names]
     assert {r["slo"] for r in twins} == names

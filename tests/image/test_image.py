@@ -16,17 +16,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devtools.samokoder_data import samokoder_dataset
 from devtools.servers import PrometheusServer, free_port
 from devtools.telegram_stub import BotApiStub
-from devtools.tsdb import write_prometheus_blocks
 from sloeval import __version__
 from sloeval.settings import ENV_PREFIX, Settings
 from tests.e2e.conftest import REPO, samples, wait_until
@@ -131,19 +128,6 @@ def readable_dir(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def data_end() -> int:
-    return int(time.time()) // 60 * 60 - 60
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory, data_end: int) -> Iterator[PrometheusServer]:
-    data_dir = tmp_path_factory.mktemp("prometheus-data")
-    write_prometheus_blocks(samokoder_dataset(data_end, days=2), data_dir)
-    with PrometheusServer(data_dir) as server:
-        yield server
-
-
 def test_image_metadata_matches_the_code(image_config: dict[str, object]) -> None:
     defaults = Settings.model_fields
     assert image_config["User"] == "sloeval:sloeval"
@@ -196,8 +180,10 @@ def test_bad_mounted_config_is_one_line(container: str, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_eval_in_the_image_equals_eval_outside(container: str, prometheus: PrometheusServer, data_end: int) -> None:
-    env = {"SLOEVAL_PROMETHEUS_URL": prometheus.url}
+def test_eval_in_the_image_equals_eval_outside(
+    container: str, samokoder_prometheus: PrometheusServer, data_end: int
+) -> None:
+    env = {"SLOEVAL_PROMETHEUS_URL": samokoder_prometheus.url}
     inside = run_in_image(container, "sloeval", "eval", "--at", str(data_end), "--format", "json", env=env)
     assert inside.returncode == 0, inside.stderr
     outside = subprocess.run(
@@ -243,7 +229,7 @@ def _sloeval_process(pid: int) -> int:
     raise AssertionError(f"no sloeval process below {pid}")
 
 
-def test_sidecar_run(container: str, prometheus: PrometheusServer, tmp_path: Path) -> None:
+def test_sidecar_run(container: str, samokoder_prometheus: PrometheusServer, tmp_path: Path) -> None:
     config_dir = readable_dir(tmp_path / "config")
     (config_dir / "slos.yaml").write_text(SIDECAR_SLO_FILE)
     secrets_dir = readable_dir(tmp_path / "secrets")
@@ -257,7 +243,7 @@ def test_sidecar_run(container: str, prometheus: PrometheusServer, tmp_path: Pat
     port = free_port()
     with BotApiStub(token=TOKEN) as bot:
         env = {
-            "SLOEVAL_PROMETHEUS_URL": prometheus.url,
+            "SLOEVAL_PROMETHEUS_URL": samokoder_prometheus.url,
             "SLOEVAL_HTTP_PORT": str(port),
             "SLOEVAL_EVAL_INTERVAL": "2",
             "SLOEVAL_TELEGRAM_BOT_TOKEN_FILE": "/run/secrets/telegram_bot_token",
@@ -294,7 +280,7 @@ def test_sidecar_run(container: str, prometheus: PrometheusServer, tmp_path: Pat
                 [sys.executable, "-m", "sloeval", *eval_args],
                 capture_output=True,
                 text=True,
-                env={**host_env(), "SLOEVAL_PROMETHEUS_URL": prometheus.url},
+                env={**host_env(), "SLOEVAL_PROMETHEUS_URL": samokoder_prometheus.url},
                 check=True,
             )
             expected = json.loads(outside.stdout)["results"][0]["error_budget_remaining_percent"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -79,7 +80,7 @@ class _Fault:
     content_type: str = "application/json"
     hang_seconds: float = 0.0
     warnings: tuple[str, ...] = ()
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | Callable[[str], dict[str, Any]] = field(default_factory=dict)
     release: threading.Event = field(default_factory=threading.Event)
 
     def applies_to(self, params: dict[str, str]) -> bool:
@@ -233,8 +234,8 @@ class FaultProxy:
         """Forward, adding these ``warnings`` to the JSON answer."""
         self._switch(_Fault(mode="warnings", match=match, warnings=tuple(warnings)))
 
-    def set_odd(self, data: dict[str, Any], *, match: str | None = None) -> None:
-        """Answer ``{"status": "success", "data": data}``."""
+    def set_odd(self, data: dict[str, Any] | Callable[[str], dict[str, Any]], *, match: str | None = None) -> None:
+        """Answer ``{"status": "success", "data": data}``; ``data`` may be made from the query text."""
         self._switch(_Fault(mode="odd", match=match, data=data))
 
     # --- counting ---------------------------------------------------------------------------
@@ -285,9 +286,8 @@ class FaultProxy:
         if mode == "status":
             self._reply(handler, fault.status, fault.body, fault.content_type)
         elif mode == "odd":
-            self._reply(
-                handler, 200, json.dumps({"status": "success", "data": fault.data}).encode(), "application/json"
-            )
+            data = fault.data(params.get("query", "")) if callable(fault.data) else fault.data
+            self._reply(handler, 200, json.dumps({"status": "success", "data": data}).encode(), "application/json")
         elif mode == "hang":
             if fault.release.wait(fault.hang_seconds):
                 handler.close_connection = True  # released early: drop the connection, answer nothing

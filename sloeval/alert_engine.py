@@ -8,8 +8,9 @@ missing data never fires nor resolves anything by itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
 from typing import Literal
 
 from sloeval.alert_rules import (
@@ -23,7 +24,7 @@ from sloeval.alert_rules import (
 from sloeval.durations import format_duration
 from sloeval.sli_math import budget_minutes
 from sloeval.slo_config import SLODefinition, UptimeIndicator
-from sloeval.snapshot import SLOResult, Snapshot
+from sloeval.snapshot import SLOResult, SLOStatus, Snapshot
 
 Status = Literal["pending", "firing"]
 LabelSet = tuple[tuple[str, str], ...]
@@ -102,7 +103,12 @@ class RuleEvaluation:
     severity: str
     for_seconds: int
     holds: bool | None
-    facts: Facts
+    facts_of: Callable[[], Facts] = field(compare=False, repr=False)
+
+    @cached_property
+    def facts(self) -> Facts:
+        """What the messages say: made only for alerts that hold or resolve, a few of many."""
+        return self.facts_of()
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,13 @@ def _facts(slo: SLODefinition, rule: AlertRule, result: SLOResult) -> Facts:
     )
 
 
+def _data_missing_facts(status: SLOStatus, data_missing_after: float) -> Facts:
+    condition = f"no data from Prometheus for {format_duration(max(1, int(data_missing_after)))}"
+    if status.error:
+        condition += f" (last error: {status.error[:300]})"
+    return Facts(condition=condition, objective=status.slo.objective)
+
+
 def condition_holds(rule: AlertRule, result: SLOResult) -> bool | None:
     """True/False, or None when a number it needs is missing (no data)."""
     match rule.condition:
@@ -215,44 +228,38 @@ DATA_MISSING_SEVERITY = "warning"
 
 def evaluate_rules(
     snapshot: Snapshot, *, data_missing_after: float | None = None
-) -> tuple[list[RuleEvaluation], tuple[str, ...]]:
-    """Every rule of every SLO on every label set; plus the SLOs that are stale.
+) -> tuple[Iterator[RuleEvaluation], tuple[str, ...]]:
+    """Every rule of every SLO on every label set (made as they are consumed: with a thousand
+    SLOs that is tens of thousands per cycle); plus the SLOs that are stale.
 
     With ``data_missing_after``, each SLO also gets the meta alert ``SLODataMissing``: it holds
     while the SLO's queries fail and fires once that has lasted ``data_missing_after`` seconds
     (meta-monitoring: without data no other alert of the SLO can fire or resolve).
     """
-    evaluations: list[RuleEvaluation] = []
-    stale: list[str] = []
-    for status in snapshot.statuses:
-        if data_missing_after is not None:
-            condition = f"no data from Prometheus for {format_duration(max(1, int(data_missing_after)))}"
-            if status.error:
-                condition += f" (last error: {status.error[:300]})"
-            evaluations.append(
-                RuleEvaluation(
+
+    def evaluations() -> Iterator[RuleEvaluation]:
+        for status in snapshot.statuses:
+            if data_missing_after is not None:
+                yield RuleEvaluation(
                     key=AlertKey(status.slo.name, DATA_MISSING_ALERT),
                     severity=DATA_MISSING_SEVERITY,
                     for_seconds=int(data_missing_after),
                     holds=status.stale,
-                    facts=Facts(condition=condition, objective=status.slo.objective),
+                    facts_of=partial(_data_missing_facts, status, data_missing_after),
                 )
-            )
-        if status.stale:
-            stale.append(status.slo.name)
-            continue
-        for result in status.results:
-            for rule in status.slo.alerts:
-                evaluations.append(
-                    RuleEvaluation(
+            if status.stale:
+                continue
+            for result in status.results:
+                for rule in status.slo.alerts:
+                    yield RuleEvaluation(
                         key=AlertKey(status.slo.name, rule.name, result.labels),
                         severity=rule.severity,
                         for_seconds=rule.for_seconds,
                         holds=condition_holds(rule, result),
-                        facts=_facts(status.slo, rule, result),
+                        facts_of=partial(_facts, status.slo, rule, result),
                     )
-                )
-    return evaluations, tuple(stale)
+
+    return evaluations(), tuple(s.slo.name for s in snapshot.statuses if s.stale)
 
 
 # --- the state machine -----------------------------------------------------------------
@@ -264,7 +271,7 @@ def _labels_of(key: AlertKey, severity: str) -> dict[str, str]:
 
 def step(
     states: Mapping[AlertKey, AlertState],
-    evaluations: Sequence[RuleEvaluation],
+    evaluations: Iterable[RuleEvaluation],
     *,
     now: float,
     policy: NotifyPolicy,

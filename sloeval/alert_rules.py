@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
@@ -287,6 +288,7 @@ _DEFAULT_BURN_TIERS: tuple[tuple[str, Severity, int, int, float], ...] = (
 )
 
 
+@cache  # one shared tuple for every SLO of the same period
 def default_alerts(period: int, min_window: float) -> tuple[AlertRule, ...]:
     """The default rules, with windows scaled from 30 d to ``period``.
 

@@ -133,8 +133,14 @@ class _EvaluationLoop:
         self._dispatchers = dispatchers
         self._watcher = watcher
 
-    def _evaluator_for(self, config: SLOConfig) -> Evaluator:
-        return Evaluator(config.slos, self._client, concurrency=self._settings.query_concurrency)
+    def _evaluator_for(self, config: SLOConfig, previous: Evaluator | None = None) -> Evaluator:
+        return Evaluator(
+            config.slos,
+            self._client,
+            concurrency=self._settings.query_concurrency,
+            long_window_refresh=self._settings.long_window_refresh,
+            reuse=previous,
+        )
 
     async def run(self, config: SLOConfig) -> None:
         interval = self._settings.eval_interval
@@ -143,7 +149,7 @@ class _EvaluationLoop:
         while True:
             new_config = await anyio.to_thread.run_sync(self._watcher.poll)
             if new_config is not None:
-                evaluator = self._evaluator_for(new_config)
+                evaluator = self._evaluator_for(new_config, evaluator)
                 self._alerting.reconfigure(new_config)
             await self._cycle(evaluator, interval)
             tick = next_tick(tick, interval, anyio.current_time())

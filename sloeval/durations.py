@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"(\d+)([wdhms])")
@@ -31,6 +32,7 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
+@cache
 def format_duration(seconds: int) -> str:
     """Render seconds in the shortest PromQL form: 2592000 -> ``"30d"``, 5400 -> ``"1h30m"``."""
     if seconds <= 0:

@@ -6,6 +6,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
@@ -13,9 +14,10 @@ import structlog
 
 from sloeval import sli_math
 from sloeval.prometheus_api import PrometheusQueryError, QueryResult
-from sloeval.queries import SERIES_LABEL, SLOQuery, build_query, parse_tag
+from sloeval.queries import SERIES_LABEL, parse_tag
+from sloeval.query_plan import Expression, QueryPlan, SLOPlan, pack, request_promql
 from sloeval.slo_config import RESERVED_LABELS, RatioIndicator, RawIndicator, SLODefinition
-from sloeval.snapshot import EventCounts, SLOResult, SLOStatus, Snapshot
+from sloeval.snapshot import EventCounts, SLOResult, SLOStatus, Snapshot, WindowValues
 
 log = structlog.get_logger("sloeval.evaluator")
 
@@ -26,17 +28,61 @@ class QueryClient(Protocol):
     async def query(self, promql: str, at: float) -> QueryResult: ...
 
 
-class Evaluator:
-    """Evaluates a fixed set of SLOs; queries are built once, when the config is loaded."""
+_SPLITTABLE_ERRORS = frozenset({"bad_data", "execution"})
+"""Errors that may come from one term of a packed request: its terms are then asked one by one."""
 
-    def __init__(self, slos: Sequence[SLODefinition], client: QueryClient, *, concurrency: int = 8) -> None:
-        self._queries = tuple(build_query(slo) for slo in slos)
+
+def _splittable(exc: PrometheusQueryError) -> bool:
+    # An answer Prometheus sent with 200 that sloeval cannot read (a result that is not a vector,
+    # a malformed element) may also be one term's doing.
+    return exc.error_type in _SPLITTABLE_ERRORS or (exc.error_type is None and exc.status_code == 200)
+
+
+@dataclass
+class _Answers:
+    """What one cycle learned: samples per expression key, or why there are none."""
+
+    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+    errors: dict[str, PrometheusQueryError] = field(default_factory=dict)
+    succeeded: int = 0  # requests answered
+
+
+class Evaluator:
+    """Evaluates a fixed set of SLOs; the query plan is made once, when the config is loaded.
+
+    The evaluator keeps the answers of long windows between cycles (see :mod:`sloeval.query_plan`);
+    pass the previous evaluator as ``reuse`` after a config reload to keep those that still apply.
+    """
+
+    def __init__(
+        self,
+        slos: Sequence[SLODefinition],
+        client: QueryClient,
+        *,
+        concurrency: int = 8,
+        long_window_refresh: float = 0.0,
+        reuse: Evaluator | None = None,
+    ) -> None:
+        self._plan = QueryPlan(slos, long_window_refresh=long_window_refresh)
         self._client = client
         self._limiter = anyio.CapacityLimiter(max(1, concurrency))
+        # promql -> (answered at, samples, refresh due at); only long-window expressions are kept.
+        self._long: dict[str, tuple[float, list[tuple[dict[str, str], float]], float]] = {}
+        if reuse is not None:
+            wanted = {e.promql for e in self._plan.expressions if self._plan.is_long(e)}
+            self._long = {k: v for k, v in reuse._long.items() if k in wanted}
 
     @property
-    def queries(self) -> tuple[SLOQuery, ...]:
-        return self._queries
+    def plan(self) -> QueryPlan:
+        return self._plan
+
+    def _needed(self, at: float) -> list[Expression]:
+        needed = []
+        for expression in self._plan.expressions:
+            cached = self._long.get(expression.promql) if self._plan.is_long(expression) else None
+            if cached is None or at >= cached[2]:
+                needed.append(expression)
+        return needed
 
     async def evaluate(self, at: float, *, deadline: float | None = None) -> Snapshot:
         """Evaluate all SLOs at unix time ``at``; failures mark single SLOs stale.
@@ -45,42 +91,119 @@ class Evaluator:
         slow cycle is visible instead of silently missing.
         """
         started = time.perf_counter()
-        statuses: list[SLOStatus | None] = [None] * len(self._queries)
+        answers = _Answers()
+        splittable: list[tuple[Expression, ...]] = []
 
-        async def run(index: int, query: SLOQuery) -> None:
-            async with self._limiter:
-                statuses[index] = await self._evaluate_one(query, at)
+        async def run(members: tuple[Expression, ...]) -> None:
+            try:
+                async with self._limiter:
+                    result = await self._client.query(request_promql(members), at)
+            except PrometheusQueryError as exc:
+                if len(members) > 1 and _splittable(exc):
+                    splittable.append(members)
+                for member in members:
+                    answers.errors[member.key] = exc
+                return
+            answers.succeeded += 1
+            keys = {m.key for m in members}
+            for member in members:
+                answers.samples[member.key] = []
+                answers.errors.pop(member.key, None)
+            for sample in result.samples:
+                labels = dict(sample.labels)
+                key = labels.pop(SERIES_LABEL, None)
+                if key in keys:
+                    answers.samples[key].append((labels, sample.value))
+                else:
+                    log.warning("unexpected_series", labels=sample.labels)
+
+        async def run_all(requests: Sequence[tuple[Expression, ...]]) -> None:
+            async with anyio.create_task_group() as group:
+                for members in requests:
+                    group.start_soon(run, members)
 
         with anyio.move_on_after(deadline if deadline is not None else math.inf):
-            async with anyio.create_task_group() as group:
-                for index, query in enumerate(self._queries):
-                    group.start_soon(run, index, query)
-        done = []
-        for query, status in zip(self._queries, statuses, strict=True):
-            if status is None:
-                log.warning("slo_query_unfinished", slo=query.slo.name, deadline_seconds=deadline)
-                status = SLOStatus(slo=query.slo, results=(), error=f"not evaluated within {deadline:g}s")
-            done.append(status)
-        return Snapshot(evaluated_at=at, duration_seconds=time.perf_counter() - started, statuses=tuple(done))
+            await run_all(pack(self._needed(at)))
+            # A bad_data or execution error may come from one term: ask the terms of such requests
+            # one by one, so that one broken SLO does not take the others down. When every request
+            # failed, one request is split first as a probe; if none of its terms succeeds either,
+            # the error is Prometheus's, not a term's, and no more requests are sent.
+            if splittable and not answers.succeeded:
+                probe = splittable.pop(0)
+                await run_all([(member,) for member in probe])
+            if splittable and answers.succeeded:
+                await run_all([(member,) for members in splittable for member in members])
+        self._remember_long(answers, at)
+        keyed: dict[tuple[str, tuple[str, ...]], list[tuple[LabelKey, float]]] = {}  # shared by SLOs
+        statuses = tuple(self._status(plan, answers, keyed, deadline) for plan in self._plan.slo_plans)
+        return Snapshot(evaluated_at=at, duration_seconds=time.perf_counter() - started, statuses=statuses)
 
-    async def _evaluate_one(self, query: SLOQuery, at: float) -> SLOStatus:
-        try:
-            result = await self._client.query(query.promql, at)
-        except PrometheusQueryError as exc:
-            log.warning(
-                "slo_query_failed",
-                slo=query.slo.name,
-                error=exc.message,
-                error_type=exc.error_type,
-                status_code=exc.status_code,
-                query=exc.query,
+    def _remember_long(self, answers: _Answers, at: float) -> None:
+        for expression in self._plan.expressions:
+            if not self._plan.is_long(expression) or expression.key not in answers.samples:
+                continue
+            self._long[expression.promql] = (
+                at,
+                answers.samples[expression.key],
+                self._plan.next_refresh(expression, at),
             )
-            return SLOStatus(slo=query.slo, results=(), error=exc.message)
-        return SLOStatus(slo=query.slo, results=results_from_samples(query.slo, result))
+
+    def _status(
+        self,
+        plan: SLOPlan,
+        answers: _Answers,
+        keyed: dict[tuple[str, tuple[str, ...]], list[tuple[LabelKey, float]]],
+        deadline: float | None,
+    ) -> SLOStatus:
+        slo = plan.slo
+        values: dict[LabelKey, dict[tuple[str, str], float]] = defaultdict(dict)
+        for part in plan.parts:
+            key = part.expression.key
+            samples = answers.samples.get(key)
+            if samples is None and key in answers.errors:
+                exc = answers.errors[key]
+                log.warning(
+                    "slo_query_failed",
+                    slo=slo.name,
+                    error=exc.message,
+                    error_type=exc.error_type,
+                    status_code=exc.status_code,
+                    query=exc.query,
+                )
+                return SLOStatus(slo=slo, results=(), error=exc.message)
+            if samples is None and self._plan.is_long(part.expression):
+                cached = self._long.get(part.expression.promql)
+                samples = cached[1] if cached is not None else None
+            if samples is None:
+                log.warning("slo_query_unfinished", slo=slo.name, deadline_seconds=deadline)
+                return SLOStatus(slo=slo, results=(), error=f"not evaluated within {deadline:g}s")
+            tag = (part.part, part.window_name)
+            raw = isinstance(slo.indicator, RawIndicator)
+            cache_key = (key, slo.group_by)
+            pairs = None if raw else keyed.get(cache_key)
+            if pairs is None:
+                pairs = [(_label_key(slo, labels), value) for labels, value in samples]
+                if not raw:
+                    keyed[cache_key] = pairs
+            for label_key, value in pairs:
+                if tag in values[label_key]:
+                    log.warning("duplicate_series", slo=slo.name, labels=dict(label_key), part=tag[0], window=tag[1])
+                    continue
+                values[label_key][tag] = value
+        return SLOStatus(slo=slo, results=_results(slo, values))
+
+
+def _label_key(slo: SLODefinition, labels: dict[str, str]) -> LabelKey:
+    if not slo.group_by and not isinstance(slo.indicator, RawIndicator):
+        return ()
+    if isinstance(slo.indicator, RawIndicator):
+        # sloeval's own labels (slo, service, window, ...) win over the query's.
+        return tuple(sorted((k, v) for k, v in labels.items() if k not in RESERVED_LABELS and k != "__name__"))
+    return tuple((name, labels.get(name, "")) for name in slo.group_by)
 
 
 def results_from_samples(slo: SLODefinition, result: QueryResult) -> tuple[SLOResult, ...]:
-    """Take the tagged answer of one SLO's query apart and compute its numbers (pure)."""
+    """Take a tagged answer (``sloeval_series="part:window"``, as from ``build_query``) apart (pure)."""
     values: dict[LabelKey, dict[tuple[str, str], float]] = defaultdict(dict)
     for sample in result.samples:
         labels = dict(sample.labels)
@@ -88,16 +211,15 @@ def results_from_samples(slo: SLODefinition, result: QueryResult) -> tuple[SLORe
         if tag is None:
             log.warning("unexpected_series", slo=slo.name, labels=sample.labels)
             continue
-        labels.pop("__name__", None)
-        if isinstance(slo.indicator, RawIndicator):
-            # sloeval's own labels (slo, service, window, ...) win over the query's.
-            key: LabelKey = tuple(sorted((k, v) for k, v in labels.items() if k not in RESERVED_LABELS))
-        else:
-            key = tuple((name, labels.get(name, "")) for name in slo.group_by)
+        key = _label_key(slo, labels)
         if tag in values[key]:
             log.warning("duplicate_series", slo=slo.name, labels=dict(key), part=tag[0], window=tag[1])
             continue
         values[key][tag] = sample.value
+    return _results(slo, values)
+
+
+def _results(slo: SLODefinition, values: dict[LabelKey, dict[tuple[str, str], float]]) -> tuple[SLOResult, ...]:
     results = []
     for key in sorted(values):
         parts = values[key]
@@ -108,13 +230,15 @@ def results_from_samples(slo: SLODefinition, result: QueryResult) -> tuple[SLORe
 
 
 def _result_for(slo: SLODefinition, key: LabelKey, parts: dict[tuple[str, str], float]) -> SLOResult:
-    sli: dict[str, float | None] = {}
-    burn: dict[str, float | None] = {}
-    events: dict[str, EventCounts] = {}
+    slis: list[float | None] = []
+    burns: list[float | None] = []
+    events: list[EventCounts] = []
+    raw = isinstance(slo.indicator, RawIndicator)
     uses_bad = isinstance(slo.indicator, RatioIndicator) and slo.indicator.bad is not None
     for window in slo.window_names:
-        if isinstance(slo.indicator, RawIndicator):
+        if raw:
             window_sli = sli_math.sli_from_error_ratio(parts.get(("error_ratio", window)))
+            events.append(EventCounts(None, None))
         else:
             total = parts.get(("total", window))
             if uses_bad:
@@ -124,10 +248,17 @@ def _result_for(slo: SLODefinition, key: LabelKey, parts: dict[tuple[str, str], 
             else:
                 good = parts.get(("good", window))
                 window_sli = sli_math.sli_from_good(good, total)
-            events[window] = EventCounts(good=good, total=total)
+            events.append(EventCounts(good, total))
         if window_sli.clamped:
             log.warning("sli_clamped", slo=slo.name, labels=dict(key), window=window, sli=window_sli.value)
-        sli[window] = window_sli.value
-        burn[window] = sli_math.burn_rate(window_sli.value, slo.objective)
-    remaining = sli_math.budget_remaining(burn[slo.period_name])
-    return SLOResult(labels=key, sli=sli, burn_rate=burn, events=events, error_budget_remaining=remaining)
+        slis.append(window_sli.value)
+        burns.append(sli_math.burn_rate(window_sli.value, slo.objective))
+    names = slo.window_names
+    burn = WindowValues(names, burns)
+    return SLOResult(
+        labels=key,
+        sli=WindowValues(names, slis),
+        burn_rate=burn,
+        events=WindowValues(names, events) if not raw else WindowValues((), ()),
+        error_budget_remaining=sli_math.budget_remaining(burn[slo.period_name]),
+    )

@@ -119,8 +119,11 @@ class PrometheusClient:
         backoff_initial: float = 0.2,
         backoff_max: float = 2.0,
         on_attempt: Callable[[str], None] | None = None,
+        on_stats: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
+        """``on_stats``, when given, asks for ``stats=all`` and receives each answer's ``stats``."""
         self._http = http
+        self._on_stats = on_stats
         self._endpoint = base_url.rstrip("/") + "/api/v1/query"
         self._timeout = timeout
         self._attempts = attempts
@@ -147,6 +150,8 @@ class PrometheusClient:
     async def _query_once(self, promql: str, at: float) -> QueryResult:
         # Prometheus durations take no fractions ("0.5s" is bad_data): send whole milliseconds.
         form = {"query": promql, "time": f"{at:.3f}", "timeout": f"{max(1, round(self._timeout * 1000))}ms"}
+        if self._on_stats is not None:
+            form["stats"] = "all"
         try:
             with anyio.fail_after(self._timeout + 1.0):
                 response = await self._http.post(self._endpoint, data=form, timeout=self._timeout)
@@ -184,6 +189,10 @@ class PrometheusClient:
             self._on_attempt("error")
             raise
         self._on_attempt("success")
+        if self._on_stats is not None:
+            stats = payload.get("data", {}).get("stats")
+            if isinstance(stats, dict):
+                self._on_stats(stats)
         for warning in result.warnings:
             log.warning("prometheus_warning", warning=warning, query=promql)
         return result

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
 
     prometheus_url: str = Field("http://localhost:9090", description="Base URL of the Prometheus HTTP API.")
     slo_file: Path = Field(Path("config/slos.yaml"), description="Path of the SLO file.")
-    eval_interval: float = Field(30.0, gt=0, le=86400, description="Seconds between evaluation cycles.")
+    eval_interval: float = Field(20.0, gt=0, le=86400, description="Seconds between evaluation cycles.")
     http_host: str = Field("0.0.0.0", description="Address for /metrics, /healthz and /readyz.")  # noqa: S104
     http_port: int = Field(9180, ge=0, le=65535, description="Port for /metrics, /healthz and /readyz.")
     http_max_requests_per_second: float = Field(
@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     query_timeout: float = Field(10.0, gt=0, le=600, description="Seconds one PromQL query may take.")
     query_attempts: int = Field(3, ge=1, le=10, description="Tries per query when a retry can help.")
     query_concurrency: int = Field(8, ge=1, le=256, description="Queries in flight at once.")
+    long_window_refresh: float = Field(
+        300.0,
+        ge=0,
+        le=3600,
+        description="Seconds between evaluations of windows of 8640 times that or more (30d and longer at 300); "
+        "shorter windows are evaluated every cycle. 0 evaluates every window every cycle.",
+    )
     ready_max_failed_cycles: int = Field(
         3, ge=1, description="Cycles in a row that evaluate no SLO before /readyz fails."
     )

@@ -7,12 +7,12 @@ it is never turned into 1.0, 0.0 or NaN.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class WindowSLI:
-    """The SLI of one window, and whether the counts had to be clamped."""
+class WindowSLI(NamedTuple):
+    """The SLI of one window, and whether the counts had to be clamped (a tuple: made per window
+    and per label set every cycle, so it must be cheap to create)."""
 
     value: float | None
     clamped: bool = False

@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -303,11 +304,11 @@ class SLODefinition:
             case RawIndicator():
                 return "raw"
 
-    @property
+    @cached_property
     def period_name(self) -> str:
         return format_duration(self.period)
 
-    @property
+    @cached_property
     def window_names(self) -> tuple[str, ...]:
         return tuple(format_duration(w) for w in self.windows)
 

@@ -2,21 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
 
 from sloeval.slo_config import SLODefinition
 
 
-@dataclass(frozen=True)
-class EventCounts:
+class EventCounts(NamedTuple):
     """Good and total events (or samples, for uptime) seen in one window."""
 
     good: float | None
     total: float | None
 
 
-@dataclass(frozen=True)
+V = TypeVar("V")
+
+
+class WindowValues(Mapping[str, V]):
+    """Values by window name, over the SLO's (shared) tuple of window names.
+
+    A thousand SLOs give tens of thousands of results per cycle, each with an SLI, a burn rate
+    and event counts per window; a tuple per result instead of a dict keeps that small.
+    """
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, names: tuple[str, ...], values: Sequence[V]) -> None:
+        if len(names) != len(values):
+            raise ValueError("one value per window name")
+        self._names = names
+        self._values = tuple(values)
+
+    def __getitem__(self, window: str) -> V:
+        try:
+            return self._values[self._names.index(window)]
+        except ValueError:
+            raise KeyError(window) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(dict(zip(self._names, self._values, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
 class SLOResult:
     """The numbers of one SLO for one label set (one group of ``group_by``)."""
 

@@ -20,7 +20,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults() -> None:
     s = load_settings()
     assert s.prometheus_url == "http://localhost:9090"
-    assert s.eval_interval == 30
+    assert s.eval_interval == 20
     assert (s.http_host, s.http_port) == ("0.0.0.0", 9180)
     assert s.metric_prefix == "samokoder"
     assert s.prometheus_tls_verify

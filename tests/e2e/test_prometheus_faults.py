@@ -11,6 +11,7 @@ import collections
 import itertools
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ import yaml
 
 from devtools.fault_proxy import FaultProxy
 from devtools.telegram_stub import BotApiStub
+from sloeval.query_plan import QueryPlan, pack
+from sloeval.slo_config import parse_slo_text
 from tests.e2e import dataset
 from tests.e2e.conftest import run_sloeval, samples, sloeval_env
 
@@ -34,8 +37,19 @@ Metrics = dict[str, list[tuple[dict[str, str], float]]]
 LIGHT_SLO_FILE = dataset.SLO_FILE.replace("\nperiod: 30d\n", "\nperiod: 1d\n")
 PERIOD = "1d"
 SLOS: list[str] = [slo["name"] for slo in yaml.safe_load(LIGHT_SLO_FILE)["slos"]]
-#: Query timeout 1 s, unready after 2 failed cycles, every SLO's query in flight at once.
-FAST = {"SLOEVAL_QUERY_TIMEOUT": "1", "SLOEVAL_READY_MAX_FAILED_CYCLES": "2", "SLOEVAL_QUERY_CONCURRENCY": "16"}
+#: Query timeout 1 s, unready after 2 failed cycles, every request in flight at once, every window
+#: asked every cycle (so that each cycle sends the same requests).
+FAST = {
+    "SLOEVAL_QUERY_TIMEOUT": "1",
+    "SLOEVAL_READY_MAX_FAILED_CYCLES": "2",
+    "SLOEVAL_QUERY_CONCURRENCY": "16",
+    "SLOEVAL_LONG_WINDOW_REFRESH": "0",
+}
+#: The packed requests of one cycle (sloeval.query_plan), and the terms of the first one: when
+#: Prometheus rejects every request, that one is split into single terms as a probe.
+_PACKED = pack(QueryPlan(parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=1).slos).expressions)
+REQUESTS = len(_PACKED)
+PROBE = len(_PACKED[0])
 VALUE_FAMILIES = (
     "samokoder_error_budget_remaining_percent",
     "samokoder_error_budget_burn_rate",
@@ -176,7 +190,7 @@ def test_refused_at_start_then_accepted(
     daemon.wait_for("/readyz", 200)
     metrics = wait_scrape(daemon, none_stale, "no SLO stale")
     assert {slo for slo, _ in budgets(metrics)} == budget_slos
-    assert counter(metrics, "sloeval_prometheus_queries_total", outcome="success") >= len(SLOS)
+    assert counter(metrics, "sloeval_prometheus_queries_total", outcome="success") >= REQUESTS
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.log()
 
@@ -230,7 +244,7 @@ def test_hang_keeps_cadence_and_marks_stale(proxy: FaultProxy, slo_file: Path, d
     assert daemon.wait_for("/readyz", 503).text.endswith("evaluation cycles failed in a row\n")
     for family in VALUE_FAMILIES:
         assert family not in metrics
-    assert proxy.counts["hang"] >= 4 * len(SLOS)  # every cycle asked again
+    assert proxy.counts["hang"] >= 4 * REQUESTS  # every cycle asked again
     unfinished = [e for e in daemon.events() if e["event"] == "slo_query_unfinished"]
     assert {e["slo"] for e in unfinished} == set(SLOS)
     proxy.set_pass()
@@ -248,12 +262,12 @@ def test_hang_past_query_timeout_counts_timeouts(proxy: FaultProxy, slo_file: Pa
     done = wait_cycles(daemon, 3, time.time())
     metrics = wait_scrape(daemon, all_stale, "every SLO stale while hanging")
     timeouts = counter(metrics, "sloeval_prometheus_queries_total", outcome="timeout")
-    assert timeouts >= 3 * len(SLOS)
+    assert timeouts >= 3 * REQUESTS
     stamps = [c["evaluated_at"] for c in done]
     assert all(abs(b - a - 2.0) < 0.25 for a, b in itertools.pairwise(stamps)), stamps
     assert all(c["outcome"] == "failed" and 1.0 <= c["duration_seconds"] < 1.8 for c in done), done
     for sent in requests_per_cycle(proxy, done):  # a client-side timeout is not retried
-        assert list(sent.values()) == [1] * len(SLOS)
+        assert list(sent.values()) == [1] * REQUESTS
     late = failures(daemon)[failures_before:]
     assert {e["slo"] for e in late} == set(SLOS)
     assert all(e["error"] == "no answer within the query timeout of 1s" for e in late), late
@@ -270,7 +284,7 @@ def test_hang_counts_timeouts_when_query_timeout_exceeds_cycle_deadline(
     wait_cycles(daemon, 3, 0)
     metrics = wait_scrape(daemon, all_stale, "every SLO stale while hanging")
     sent = sum(counter(metrics, "sloeval_prometheus_queries_total", outcome=o) for o in ("success", "error", "timeout"))
-    assert sent + counter(metrics, "sloeval_prometheus_queries_total", outcome="connect_error") >= 3 * len(SLOS)
+    assert sent + counter(metrics, "sloeval_prometheus_queries_total", outcome="connect_error") >= 3 * REQUESTS
 
 
 def test_fractional_query_timeout_is_accepted_by_prometheus(
@@ -323,13 +337,15 @@ def test_error_answers_are_retried_only_when_it_can_help(
         assert family not in metrics
 
     for sent in requests_per_cycle(proxy, done):
-        assert len(sent) == len(SLOS), "every SLO's query is sent each cycle"
         if retried:
+            assert len(sent) == REQUESTS, "every request is sent each cycle"
             assert all(n >= 2 for n in sent.values()), sent.values()  # SLOEVAL_QUERY_ATTEMPTS defaults to 3
-            assert sum(sent.values()) > len(SLOS)
-        else:
-            assert list(sent.values()) == [1] * len(SLOS)
-    assert counter(metrics, "sloeval_prometheus_queries_total", outcome="error") >= len(SLOS)
+        else:  # not retried; one request is split into its terms to see whether one was at fault
+            packed = [query for query in sent if "\nor " in query]
+            assert len(packed) == REQUESTS
+            assert len(sent) - REQUESTS <= PROBE  # the probe (the cycle deadline may cut it short)
+            assert set(sent.values()) == {1}
+    assert counter(metrics, "sloeval_prometheus_queries_total", outcome="error") >= REQUESTS
     assert counter(metrics, "sloeval_prometheus_queries_total", outcome="success") == 0
 
     logged = failures(daemon)
@@ -370,13 +386,13 @@ def test_warnings_keep_the_numbers_and_are_logged(
     daemon.wait_for("/readyz", 200)
     metrics = wait_scrape(daemon, none_stale, "no SLO stale")
     assert {slo for slo, _ in budgets(metrics)} == budget_slos
-    assert proxy.counts["warnings"] >= len(SLOS)
+    assert proxy.counts["warnings"] >= REQUESTS
     assert daemon.stop() == 0
     logged = [e for e in daemon.events() if e["event"] == "prometheus_warning"]
-    assert len(logged) >= len(SLOS)
+    assert len(logged) >= REQUESTS
     assert all(e["warning"] == WARNING for e in logged)
     assert {e["query"] for e in logged} == {r.query for r in proxy.recorded}
-    assert len({e["query"] for e in logged}) == len(SLOS)
+    assert len({e["query"] for e in logged}) == REQUESTS
 
 
 @pytest.mark.parametrize(
@@ -411,21 +427,37 @@ def test_unexpected_result_type_marks_only_that_slo_stale(
     logged = failures(daemon)
     assert {e["slo"] for e in logged} == {slo}
     assert all(e["error"] == f"unexpected result type {result_type!r} (expected a vector)" for e in logged)
-    odd_times = collections.Counter(r.time for r in proxy.recorded if r.mode == "odd")
-    assert [odd_times[f"{c['evaluated_at']:.3f}"] for c in done] == [1] * len(done)  # not retried
+    odd = collections.Counter((r.time, r.query) for r in proxy.recorded if r.mode == "odd")
+    assert set(odd.values()) == {1}  # not retried (the packed request is split into its terms instead)
+    assert {f"{c['evaluated_at']:.3f}" for c in done} <= {at for at, _ in odd}
     assert daemon.stop() == 0
 
 
-def _vector(values: dict[str, list[str]]) -> dict[str, Any]:
-    """A vector with every part of every window, each tag once per value given for its part."""
-    windows = ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
-    result = [
-        {"metric": {"sloeval_series": f"{part}:{window}", "endpoint": "/odd"}, "value": [1, value]}
-        for window in windows
-        for part, part_values in values.items()
-        for value in part_values
-    ]
-    return {"resultType": "vector", "result": result}
+#: Which part (good, bad, total, error_ratio) each expression stands for, for the daemon's 1 s
+#: cadence and for `sloeval eval`'s default 30 s (their windows differ).
+PART_OF = {
+    part.expression.promql: part.part
+    for min_window in (1, 30)
+    for plan in QueryPlan(parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=min_window).slos).slo_plans
+    for part in plan.parts
+}
+TERM = re.compile(r'label_replace\((.*), "sloeval_series", "(e\d+)", "", ""\)')
+
+
+def _vector(values: dict[str, list[str]]) -> Callable[[str], dict[str, Any]]:
+    """Answers for every term of a request, each tagged once per value given for its part."""
+
+    def answer(query: str) -> dict[str, Any]:
+        terms = [TERM.fullmatch(line.removeprefix("or ")) for line in query.split("\n")]
+        result = [
+            {"metric": {"sloeval_series": term.group(2), "endpoint": "/odd"}, "value": [1, value]}
+            for term in terms
+            if term is not None
+            for value in values.get(PART_OF[term.group(1)], [])
+        ]
+        return {"resultType": "vector", "result": result}
+
+    return answer
 
 
 ODD_NUMBERS = {

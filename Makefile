@@ -42,7 +42,12 @@ image: venv
 image-test: image system-deps
 	$(BIN)/pytest -m image
 
+# Every benchmark of BENCHMARKS.md, one after another (about 30 minutes; the first run also
+# builds and caches 30 days of data in .bench-cache/).
 bench: venv system-deps
+	$(BIN)/python -m bench.cycle_cost --json .bench-cache/cycle-cost.json
+	$(BIN)/python -m bench.slo_generator_compare --json .bench-cache/slo-generator-compare.json
+	$(BIN)/python -m bench.detection_latency --json .bench-cache/detection-latency.json
 	$(BIN)/python -m bench.metrics_load --clients 200 --seconds 10
 
 clean:

@@ -134,15 +134,35 @@ def write_prometheus_blocks(
         return
     first = math.floor(min(lo for lo, _ in bounds) / chunk_seconds)
     last = math.floor(max(hi for _, hi in bounds) / chunk_seconds)
-    workers = workers or os.cpu_count() or 1
 
+    def chunks() -> Iterator[tuple[int, list[str]]]:
+        for k in range(first, last + 1):
+            yield k, _chunk_lines(series, times, k * chunk_seconds, (k + 1) * chunk_seconds)
+
+    write_blocks_from_chunks(chunks(), out_dir, promtool=promtool, workers=workers)
+
+
+def write_blocks_from_chunks(
+    chunks: Iterable[tuple[int, Iterable[str]]],
+    out_dir: Path,
+    *,
+    promtool: str = PROMTOOL,
+    workers: int | None = None,
+) -> None:
+    """Backfill ``(chunk number, OpenMetrics sample lines)`` pairs, chunk by chunk as they come.
+
+    Each chunk must hold samples of one time-aligned range only (a multiple of the 2-hour
+    block), every series' samples together and in time order. Generators that stream chunks
+    keep memory flat however long the history is.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="sloeval-backfill-") as tmp, ThreadPoolExecutor(workers) as pool:
         pending: list[Future[None]] = []
         try:
-            for k in range(first, last + 1):
-                start, end = k * chunk_seconds, (k + 1) * chunk_seconds
+            for k, lines in chunks:
                 path = Path(tmp) / f"chunk-{k}.om"
-                if _write_chunk(series, times, path, start, end):
+                if _write_chunk_file(lines, path):
                     pending.append(pool.submit(_run_promtool, promtool, path, out_dir))
                 # Do not run far ahead of promtool: bounds disk use and keeps errors prompt.
                 while sum(not f.done() for f in pending) > 2 * workers:
@@ -167,9 +187,7 @@ def _window(
     return samples[lo:hi]
 
 
-def _write_chunk(
-    series: Sequence[Series], times: Sequence[Sequence[float]], path: Path, start: float, end: float
-) -> bool:
+def _chunk_lines(series: Sequence[Series], times: Sequence[Sequence[float]], start: float, end: float) -> list[str]:
     lines: list[str] = []
     for one, ts in zip(series, times, strict=True):
         lo, hi = bisect_left(ts, start), bisect_left(ts, end)
@@ -177,11 +195,19 @@ def _write_chunk(
             continue
         prefix = one.selector + " "
         lines.extend(f"{prefix}{format_number(v)} {format_number(t)}\n" for t, v in one.samples[lo:hi])
-    if not lines:
-        return False
-    lines.append("# EOF\n")
-    path.write_text("".join(lines), encoding="utf-8")
-    return True
+    return lines
+
+
+def _write_chunk_file(lines: Iterable[str], path: Path) -> bool:
+    written = False
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for line in lines:
+            out.write(line)
+            written = True
+        out.write("# EOF\n")
+    if not written:
+        path.unlink()
+    return written
 
 
 def _run_promtool(promtool: str, path: Path, out_dir: Path) -> None:

@@ -93,16 +93,39 @@ class Evaluator:
         started = time.perf_counter()
         answers = _Answers()
         splittable: list[tuple[Expression, ...]] = []
+        needed = self._needed(at)
+        plans = self._plan.slo_plans
+        statuses: list[SLOStatus | None] = [None] * len(plans)
+        keyed: dict[tuple[str, tuple[str, ...]], list[tuple[LabelKey, float]]] = {}  # shared by SLOs
+        # An SLO is assembled as soon as the last of its expressions is answered, while other
+        # requests are still with Prometheus, instead of all of them after the last answer.
+        needed_keys = {e.key for e in needed}
+        waiting: dict[str, list[int]] = defaultdict(list)
+        unanswered = [0] * len(plans)
+        for index, plan in enumerate(plans):
+            keys = {p.expression.key for p in plan.parts} & needed_keys
+            unanswered[index] = len(keys)
+            for key in keys:
+                waiting[key].append(index)
+
+        def settle(members: tuple[Expression, ...]) -> None:
+            for member in members:
+                for index in waiting.pop(member.key, ()):
+                    unanswered[index] -= 1
+                    if unanswered[index] == 0:
+                        statuses[index] = self._status(plans[index], answers, keyed, deadline)
 
         async def run(members: tuple[Expression, ...]) -> None:
             try:
                 async with self._limiter:
                     result = await self._client.query(request_promql(members), at)
             except PrometheusQueryError as exc:
-                if len(members) > 1 and _splittable(exc):
-                    splittable.append(members)
                 for member in members:
                     answers.errors[member.key] = exc
+                if len(members) > 1 and _splittable(exc):
+                    splittable.append(members)  # may be asked again term by term
+                else:
+                    settle(members)
                 return
             answers.succeeded += 1
             keys = {m.key for m in members}
@@ -116,6 +139,7 @@ class Evaluator:
                     answers.samples[key].append((labels, sample.value))
                 else:
                     log.warning("unexpected_series", labels=sample.labels)
+            settle(members)
 
         async def run_all(requests: Sequence[tuple[Expression, ...]]) -> None:
             async with anyio.create_task_group() as group:
@@ -123,7 +147,7 @@ class Evaluator:
                     group.start_soon(run, members)
 
         with anyio.move_on_after(deadline if deadline is not None else math.inf):
-            await run_all(pack(self._needed(at)))
+            await run_all(pack(needed))
             # A bad_data or execution error may come from one term: ask the terms of such requests
             # one by one, so that one broken SLO does not take the others down. When every request
             # failed, one request is split first as a probe; if none of its terms succeeds either,
@@ -134,9 +158,11 @@ class Evaluator:
             if splittable and answers.succeeded:
                 await run_all([(member,) for members in splittable for member in members])
         self._remember_long(answers, at)
-        keyed: dict[tuple[str, tuple[str, ...]], list[tuple[LabelKey, float]]] = {}  # shared by SLOs
-        statuses = tuple(self._status(plan, answers, keyed, deadline) for plan in self._plan.slo_plans)
-        return Snapshot(evaluated_at=at, duration_seconds=time.perf_counter() - started, statuses=statuses)
+        done = tuple(
+            status if status is not None else self._status(plan, answers, keyed, deadline)
+            for plan, status in zip(plans, statuses, strict=True)
+        )
+        return Snapshot(evaluated_at=at, duration_seconds=time.perf_counter() - started, statuses=done)
 
     def _remember_long(self, answers: _Answers, at: float) -> None:
         for expression in self._plan.expressions:

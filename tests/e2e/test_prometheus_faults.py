@@ -23,6 +23,7 @@ import yaml
 from devtools.fault_proxy import FaultProxy
 from devtools.telegram_stub import BotApiStub
 from sloeval.query_plan import QueryPlan, pack
+from sloeval.settings import Settings
 from sloeval.slo_config import parse_slo_text
 from tests.e2e import dataset
 from tests.e2e.conftest import run_sloeval, samples, sloeval_env
@@ -434,10 +435,10 @@ def test_unexpected_result_type_marks_only_that_slo_stale(
 
 
 #: Which part (good, bad, total, error_ratio) each expression stands for, for the daemon's 1 s
-#: cadence and for `sloeval eval`'s default 30 s (their windows differ).
+#: cadence and for `sloeval eval`'s default interval (their windows differ).
 PART_OF = {
     part.expression.promql: part.part
-    for min_window in (1, 30)
+    for min_window in (1, Settings.model_fields["eval_interval"].default)
     for plan in QueryPlan(parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=min_window).slos).slo_plans
     for part in plan.parts
 }

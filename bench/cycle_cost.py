@@ -27,8 +27,8 @@ compared with a full evaluation at the same time.
 
 Memory: ``sloeval run`` with 1,000 SLOs as a separate process, its queries answered by a replay
 server on 127.0.0.1 that serves each expression the answer Prometheus gave at the data's end
-(cycles run back to back, /metrics scraped every 10 s); RSS after the first cycle and after
-``--memory-cycles`` cycles.
+(a cycle every ``--memory-interval`` seconds, /metrics scraped every 10 s); RSS after the first
+cycle and after ``--memory-cycles`` cycles, and the daemon's whole CPU time per cycle.
 """
 
 from __future__ import annotations
@@ -322,7 +322,9 @@ class Memory:
     cpu_per_cycle_ms: float  # the whole daemon: evaluation, alerting, state, /metrics
 
 
-def measure_memory(url: str, slo_text: str, config: SLOConfig, cycles: int, work: Path) -> Memory:
+def measure_memory(
+    url: str, slo_text: str, config: SLOConfig, cycles: int, work: Path, interval: float = 2.0
+) -> Memory:
     answers = anyio.run(_record_answers, url, config, scale_data.DATA_END)
     slo_file = work / "memory-slos.yaml"
     slo_file.write_text(slo_text)
@@ -335,7 +337,7 @@ def measure_memory(url: str, slo_text: str, config: SLOConfig, cycles: int, work
             SLOEVAL_SLO_FILE=str(slo_file),
             SLOEVAL_HTTP_HOST="127.0.0.1",
             SLOEVAL_HTTP_PORT=str(port),
-            SLOEVAL_EVAL_INTERVAL="0.05",  # back to back: each cycle takes longer than this
+            SLOEVAL_EVAL_INTERVAL=str(interval),  # long enough for whole cycles (the deadline is 0.9 x this)
             SLOEVAL_STATE_DIR=str(work / "memory-state"),
             SLOEVAL_LOG_LEVEL="info",
         )
@@ -357,8 +359,8 @@ def measure_memory(url: str, slo_text: str, config: SLOConfig, cycles: int, work
                 peak = rss if math.isnan(peak) else max(peak, rss)
                 if done >= 1 and math.isnan(first):
                     first, cpu_first, first_done = rss, _cpu_seconds(process.pid), done
-                if time.monotonic() >= next_scrape:
-                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+                if done >= 1 and time.monotonic() >= next_scrape:  # as Prometheus would, once it serves
+                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).raise_for_status()
                     next_scrape = time.monotonic() + 10
             last = _rss_mb(process.pid)
             cpu_per_cycle = 1000 * (_cpu_seconds(process.pid) - cpu_first) / max(1, done - first_done)
@@ -447,11 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="full cycles per size")
     parser.add_argument("--memory-cycles", type=int, default=1000, help="0 skips the memory run")
     parser.add_argument("--memory-slos", type=int, default=1000)
+    parser.add_argument("--memory-interval", type=float, default=2.0, help="SLOEVAL_EVAL_INTERVAL of the memory run")
     parser.add_argument("--no-compact", action="store_true", help="skip the one-time compaction (quick runs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     configure_logging("error", "console")  # the evaluator's own warnings are not what is measured
-    counts = [int(n) for n in args.slos.split(",")]
+    counts = [int(n) for n in args.slos.split(",") if n.strip()]
     with _workdir(None) as work:
         data = prepare_data(work, args.routes, args.days, CACHE, compact=not args.no_compact)
         with PrometheusServer(data) as prometheus:
@@ -459,12 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for count in counts:
                 config = parse_slo_text(scale_data.generate_slo_file(count, args.routes), Path(f"{count}-slos.yaml"))
                 sizes.append(anyio.run(_measure, prometheus.url, config, float(scale_data.DATA_END), args.runs))
-                print(f"measured {count} SLOs", file=sys.stderr)
+                print(render(sizes[-1:], None), file=sys.stderr)  # kept if a later part fails
             memory = None
             if args.memory_cycles > 0:
                 text = scale_data.generate_slo_file(args.memory_slos, args.routes)
                 config = parse_slo_text(text, Path("memory-slos.yaml"))
-                memory = measure_memory(prometheus.url, text, config, args.memory_cycles, work)
+                memory = measure_memory(prometheus.url, text, config, args.memory_cycles, work, args.memory_interval)
     print(render(sizes, memory))
     if args.json is not None:
         document = {

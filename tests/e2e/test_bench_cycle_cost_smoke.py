@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def test_cycle_cost_benchmark_runs_in_a_tiny_size(tmp_path: Path) -> None:
     out = tmp_path / "cycle.json"
     args = ["--slos", "24", "--routes", "4", "--days", "1", "--runs", "1", "--memory-cycles", "5"]
-    args += ["--memory-slos", "24", "--no-compact", "--json", str(out)]
+    args += ["--memory-slos", "24", "--memory-interval", "0.5", "--no-compact", "--json", str(out)]
     result = subprocess.run(
         [sys.executable, "-m", "bench.cycle_cost", *args],
         capture_output=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 import structlog
 
@@ -68,6 +70,7 @@ class Alerting:
         self._settings = settings
         self._slos = {slo.name: slo for slo in config.slos}
         self._states: dict[AlertKey, AlertState] = store.load_alerts()
+        self._stored: dict[AlertKey, AlertState] = dict(self._states)  # what the store holds
         routed = {c for route in config.notify.routes for c in route.channels}
         for missing in sorted(routed - set(channels)):
             log.warning("channel_not_configured", channel=missing, hint="messages routed to it are dropped")
@@ -108,7 +111,10 @@ class Alerting:
                 NewMessage(group.channel, r, rendered.subject, rendered.text, rendered.html, deadline)
                 for r in channel.recipients
             ]
-        await anyio.to_thread.run_sync(self._store.commit_cycle, result.states, messages, now)
+        await anyio.to_thread.run_sync(
+            partial(self._store.commit_cycle, result.states, messages, now, previous=self._stored)
+        )
+        self._stored = result.states
         self._log_changes(result.states)
         self._states = result.states
         for notification in result.notifications:

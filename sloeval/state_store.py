@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -136,15 +136,37 @@ class StateStore:
             rows = self._db.execute("SELECT id, state FROM alerts").fetchall()
         return {AlertKey.from_id(key): AlertState.from_json(state) for key, state in rows}
 
-    def commit_cycle(self, states: Mapping[AlertKey, AlertState], messages: Sequence[NewMessage], now: float) -> None:
-        """Replace the alert states and queue the messages, atomically."""
+    def commit_cycle(
+        self,
+        states: Mapping[AlertKey, AlertState],
+        messages: Sequence[NewMessage],
+        now: float,
+        *,
+        previous: Mapping[AlertKey, AlertState] | None = None,
+    ) -> None:
+        """Store the alert states and queue the messages, atomically.
+
+        With ``previous`` (what the last commit stored), only what changed is written: an alert
+        whose lifecycle (status, times, severity) is unchanged keeps its stored row, even though
+        its facts (the numbers its messages would quote) moved. With thousands of firing alerts,
+        rewriting every row each cycle would be megabytes per cycle for numbers that only a
+        message after a restart would read, slightly older.
+        """
+        if previous is None:
+            upserts, removed = list(states.items()), None
+        else:
+            upserts = [(k, v) for k, v in states.items() if not _same_lifecycle(previous.get(k), v)]
+            removed = [k.to_id() for k in previous.keys() - states.keys()]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("DELETE FROM alerts")
+                if removed is None:
+                    self._db.execute("DELETE FROM alerts")
+                else:
+                    self._db.executemany("DELETE FROM alerts WHERE id = ?", [(key,) for key in removed])
                 self._db.executemany(
-                    "INSERT INTO alerts (id, state) VALUES (?, ?)",
-                    [(key.to_id(), state.to_json()) for key, state in states.items()],
+                    "INSERT OR REPLACE INTO alerts (id, state) VALUES (?, ?)",
+                    [(key.to_id(), state.to_json()) for key, state in upserts],
                 )
                 self._db.executemany(
                     "INSERT INTO outbox (channel, recipient, subject, body, html, created_at, deadline,"
@@ -202,3 +224,7 @@ class StateStore:
         with self._lock:
             rows = self._db.execute("SELECT channel, status, COUNT(*) FROM outbox GROUP BY channel, status").fetchall()
         return {(channel, status): int(count) for channel, status, count in rows}
+
+
+def _same_lifecycle(old: AlertState | None, new: AlertState) -> bool:
+    return old is not None and replace(old, facts=new.facts) == new

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,17 @@ def test_messages_to_one_recipient_go_out_in_order(tmp_path: Path) -> None:
         assert [i.subject for i in store.due("email", now=500.0) if i.recipient == "a@x.test"] == ["[FIRING] s"]
     finally:
         store.close()
+
+
+def test_a_cycle_writes_only_what_changed_in_an_alerts_lifecycle(tmp_path: Path) -> None:
+    firing_key, pending_key, gone_key = AlertKey("api-errors", "Burn"), AlertKey("api", "Low"), AlertKey("x", "Y")
+    first = {firing_key: FIRING, pending_key: PENDING, gone_key: PENDING}
+    with contextlib.closing(StateStore.open(tmp_path)) as store:
+        store.commit_cycle(first, [], NOW)
+        moved = replace(FIRING, facts=replace(FACTS, budget_remaining_percent=1.0))  # same lifecycle, new numbers
+        fired = replace(PENDING, status="firing", firing_since=NOW)
+        store.commit_cycle({firing_key: moved, pending_key: fired}, [], NOW + 20, previous=first)
+    with contextlib.closing(StateStore.open(tmp_path)) as store:
+        stored = store.load_alerts()
+    assert stored == {firing_key: FIRING, pending_key: fired}  # the firing alert's row was not rewritten
+    assert gone_key not in stored

@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +58,7 @@ import httpx
 
 from bench import scale_data
 from bench.slo_generator_compare import prepare_data
+from devtools.loopback import LoopbackServer
 from devtools.servers import PrometheusServer, free_port
 from sloeval.evaluator import Evaluator
 from sloeval.logs import configure_logging
@@ -205,7 +205,7 @@ class SizeResult:
 async def _measure(url: str, config: SLOConfig, end: float, runs: int) -> SizeResult:
     async with make_http_client(max_connections=CONCURRENCY) as http:
         stats: list[dict[str, Any]] = []
-        client = PrometheusClient(http, url, timeout=300, on_stats=stats.append)
+        client = PrometheusClient(http, url, timeout=300, on_stats=lambda s: stats.append(dict(s)))
         recorder = Recorder(client, stats=stats)
 
         # Previous design: one query per SLO, every window, every cycle.
@@ -241,13 +241,17 @@ async def _measure(url: str, config: SLOConfig, end: float, runs: int) -> SizeRe
 TERM = re.compile(r'label_replace\((.*), "sloeval_series", "(e\d+)", "", ""\)')
 
 
-class ReplayServer:
+class ReplayServer(LoopbackServer):
     """Answers each tagged term with the samples Prometheus gave for that expression."""
 
+    thread_name = "replay"
+
     def __init__(self, answers: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__()
         self.answers = answers
-        self.port = free_port()
-        server = self
+
+    def _make_server(self) -> ThreadingHTTPServer:
+        replay = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -258,16 +262,16 @@ class ReplayServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 form = parse_qs(self.rfile.read(length).decode())
-                body = server.answer(form.get("query", [""])[0])
+                body = replay.answer(form.get("query", [""])[0])
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        return server
 
     def answer(self, query: str) -> bytes:
         result = []
@@ -276,18 +280,9 @@ class ReplayServer:
             if term is None:
                 continue
             for sample in self.answers.get(term.group(1), []):
-                result.append(
-                    {"metric": {**sample["metric"], "sloeval_series": term.group(2)}, "value": sample["value"]}
-                )
+                labels = {**sample["metric"], "sloeval_series": term.group(2)}
+                result.append({"metric": labels, "value": sample["value"]})
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
-
-    def __enter__(self) -> ReplayServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 async def _record_answers(url: str, config: SLOConfig, at: float) -> dict[str, list[dict[str, Any]]]:
@@ -333,7 +328,7 @@ def measure_memory(
     with ReplayServer(answers) as replay, log_path.open("wb") as log:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLOEVAL_")}
         env.update(
-            SLOEVAL_PROMETHEUS_URL=f"http://127.0.0.1:{replay.port}",
+            SLOEVAL_PROMETHEUS_URL=replay.url,
             SLOEVAL_SLO_FILE=str(slo_file),
             SLOEVAL_HTTP_HOST="127.0.0.1",
             SLOEVAL_HTTP_PORT=str(port),

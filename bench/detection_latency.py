@@ -71,6 +71,7 @@ import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from devtools.loopback import LoopbackServer
 from devtools.servers import PROMETHEUS_BINARY, PrometheusServer, _ManagedProcess, free_port, instant_query
 from devtools.telegram_stub import BotApiStub
 from sloeval.durations import parse_duration
@@ -102,7 +103,7 @@ class BenchError(Exception):
 # --- the workload --------------------------------------------------------------------------
 
 
-class TrafficExporter:
+class TrafficExporter(LoopbackServer):
     """Request counters computed from the clock, one scrape path per endpoint, on 127.0.0.1.
 
     ``/metrics/<endpoint>`` serves that endpoint's two series. Every endpoint serves ``rate``
@@ -124,11 +125,15 @@ class TrafficExporter:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(_EndpointCollector(self, endpoint))
             self._registries[endpoint] = registry
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
+        super().__init__()
+
+    thread_name = "exporter"
 
     def start(self) -> None:
+        self.started_at = time.time()
+        super().start()
+
+    def _make_server(self) -> ThreadingHTTPServer:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -144,30 +149,9 @@ class TrafficExporter:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 """Quiet."""
 
-        self.started_at = time.time()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="exporter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        return server
 
     @property
     def target(self) -> str:

@@ -74,8 +74,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
@@ -84,6 +83,7 @@ import httpx
 import yaml
 
 from bench import scale_data
+from devtools.loopback import LoopbackServer
 from devtools.servers import PROMETHEUS_BINARY, PrometheusServer
 from devtools.tsdb import PROMTOOL
 from sloeval.connect import http_client_for, prometheus_client_for
@@ -247,7 +247,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.server.proxy.handle(self, self.rfile.read(length) if length > 0 else b"")
 
 
-class PinningProxy:
+class PinningProxy(LoopbackServer):
     """HTTP proxy on 127.0.0.1 that evaluates every instant query at one fixed time.
 
     ``/api/v1/query`` gets its ``time`` parameter set to ``at`` (added when missing, replaced
@@ -256,46 +256,25 @@ class PinningProxy:
     """
 
     def __init__(self, upstream: str, at: float, *, upstream_timeout: float = 300.0) -> None:
+        super().__init__()
         self.upstream = upstream.rstrip("/")
         self.time_param = f"{at:.3f}"
-        self.port = 0
         self._lock = threading.Lock()
         self._stats = ProxyStats()
-        self._server: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         self._client = httpx.Client(timeout=upstream_timeout, limits=limits, headers={"Accept-Encoding": "identity"})
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    thread_name = "pinning-proxy"
+    poll_interval = 0.05
 
-    def start(self) -> None:
-        self._server = _ProxyServer(("127.0.0.1", 0), self)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="pinning-proxy", daemon=True
-        )
-        self._thread.start()
+    def _make_server(self) -> _ProxyServer:
+        return _ProxyServer(("127.0.0.1", 0), self)
 
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def stop(self) -> None:
+        super().stop()
         self._client.close()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    close = stop
 
     def take_stats(self) -> ProxyStats:
         with self._lock:

@@ -13,10 +13,11 @@ from typing import Self
 
 
 class LoopbackServer:
-    """Base of the benchmarks' small HTTP servers (exporters, proxies, replays)."""
+    """Base of the small HTTP servers of the tests and benchmarks (stand-ins, proxies, replays)."""
 
     thread_name = "loopback-server"
     poll_interval = 0.5
+    host = "127.0.0.1"
 
     def __init__(self) -> None:
         self._server: socketserver.BaseServer | None = None
@@ -25,7 +26,7 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def _make_server(self) -> socketserver.TCPServer:
         """The server, bound to 127.0.0.1 (port 0 for a free one)."""

@@ -46,9 +46,10 @@ from dataclasses import dataclass
 from html import unescape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from devtools.loopback import LoopbackServer
 
 DEFAULT_TOKEN = "123456:TEST-token"
 BOT_ID = 123456
@@ -193,12 +194,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class BotApiStub:
+class BotApiStub(LoopbackServer):
     """Threaded HTTP server answering Bot API calls on 127.0.0.1; a context manager."""
 
+    thread_name = "telegram-stub"
+    poll_interval = 0.05
+
     def __init__(self, token: str = DEFAULT_TOKEN, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__()
         self.token = token
-        self._host = host
+        self.host = host
         self._port = port
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -209,9 +214,6 @@ class BotApiStub:
         self._failures: list[_Failure] = []
         self._delay = 0.0
         self._message_ids = itertools.count(1)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -220,33 +222,15 @@ class BotApiStub:
         if self._server is not None:
             raise RuntimeError("BotApiStub already started")
         self._stopping.clear()
-        self._server = _Server((self._host, self._port), self)
-        port = self._server.server_address[1]
-        self.url = f"http://{self._host}:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="telegram-stub", daemon=True
-        )
-        self._thread.start()
+        super().start()
+
+    def _make_server(self) -> _Server:
+        return _Server((self.host, self._port), self)
 
     def stop(self) -> None:
         """Stop serving and release the port."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().stop()
 
     # scripting -------------------------------------------------------------------------------
 

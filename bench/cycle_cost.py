@@ -39,9 +39,7 @@ import math
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +57,8 @@ import httpx
 from bench import scale_data
 from bench.slo_generator_compare import prepare_data
 from devtools.loopback import LoopbackServer
-from devtools.servers import PrometheusServer, free_port
+from devtools.servers import PrometheusServer
+from devtools.sloeval_process import SloevalProcess
 from sloeval.evaluator import Evaluator
 from sloeval.logs import configure_logging
 from sloeval.prometheus_api import PrometheusClient, QueryResult, make_http_client
@@ -323,45 +322,36 @@ def measure_memory(
     answers = anyio.run(_record_answers, url, config, scale_data.DATA_END)
     slo_file = work / "memory-slos.yaml"
     slo_file.write_text(slo_text)
-    port = free_port()
     log_path = work / "memory-daemon.log"
-    with ReplayServer(answers) as replay, log_path.open("wb") as log:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLOEVAL_")}
-        env.update(
-            SLOEVAL_PROMETHEUS_URL=replay.url,
-            SLOEVAL_SLO_FILE=str(slo_file),
-            SLOEVAL_HTTP_HOST="127.0.0.1",
-            SLOEVAL_HTTP_PORT=str(port),
-            SLOEVAL_EVAL_INTERVAL=str(interval),  # long enough for whole cycles (the deadline is 0.9 x this)
-            SLOEVAL_STATE_DIR=str(work / "memory-state"),
-            SLOEVAL_LOG_LEVEL="info",
-        )
+    with ReplayServer(answers) as replay:
+        settings = {
+            "SLOEVAL_PROMETHEUS_URL": replay.url,
+            "SLOEVAL_SLO_FILE": str(slo_file),
+            "SLOEVAL_EVAL_INTERVAL": str(interval),  # long enough for whole cycles (the deadline is 0.9 x this)
+            "SLOEVAL_STATE_DIR": str(work / "memory-state"),
+        }
         started = time.monotonic()
-        process = subprocess.Popen([sys.executable, "-m", "sloeval", "run"], env=env, stderr=log, cwd=REPO)
-        try:
+        with SloevalProcess(settings, log_path) as daemon:
+            assert daemon.process is not None
+            pid = daemon.process.pid
             first = peak = cpu_first = math.nan
             done = first_done = 0
             next_scrape = 0.0
             deadline = time.monotonic() + 3600
             while done < cycles:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"daemon stopped or too slow after {done} cycles:\n{log_path.read_text()[-2000:]}"
-                    )
+                if daemon.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daemon stopped or too slow after {done} cycles:\n{daemon.log()[-2000:]}")
                 time.sleep(0.5)
                 done = log_path.read_bytes().count(b'"evaluation_cycle"')
-                rss = _rss_mb(process.pid)
+                rss = _rss_mb(pid)
                 peak = rss if math.isnan(peak) else max(peak, rss)
                 if done >= 1 and math.isnan(first):
-                    first, cpu_first, first_done = rss, _cpu_seconds(process.pid), done
+                    first, cpu_first, first_done = rss, _cpu_seconds(pid), done
                 if done >= 1 and time.monotonic() >= next_scrape:  # as Prometheus would, once it serves
-                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).raise_for_status()
+                    httpx.get(f"{daemon.url}/metrics", timeout=30).raise_for_status()
                     next_scrape = time.monotonic() + 10
-            last = _rss_mb(process.pid)
-            cpu_per_cycle = 1000 * (_cpu_seconds(process.pid) - cpu_first) / max(1, done - first_done)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+            last = _rss_mb(pid)
+            cpu_per_cycle = 1000 * (_cpu_seconds(pid) - cpu_first) / max(1, done - first_done)
     return Memory(len(config.slos), done, first, last, peak, time.monotonic() - started, cpu_per_cycle)
 
 

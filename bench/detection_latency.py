@@ -63,8 +63,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Self
+from types import FrameType
+from typing import Any
 
 import httpx
 import yaml
@@ -72,7 +72,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from devtools.loopback import LoopbackServer
-from devtools.servers import PROMETHEUS_BINARY, PrometheusServer, _ManagedProcess, free_port, instant_query
+from devtools.servers import PROMETHEUS_BINARY, PrometheusServer, _ManagedProcess, instant_query
+from devtools.sloeval_process import SloevalProcess
 from devtools.telegram_stub import BotApiStub
 from sloeval.durations import parse_duration
 
@@ -427,88 +428,28 @@ class AlertingPrometheus(PrometheusServer):
         }
 
 
-class SloevalDaemon:
+class SloevalDaemon(SloevalProcess):
     """``python -m sloeval run`` on 127.0.0.1 with a JSON log, paging one chat of the stub."""
 
     def __init__(
         self, work: Path, prometheus_url: str, stub: BotApiStub, slo_file: Path, interval: float | None
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = work / "sloeval.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLOEVAL_")}
-        self.env.update(
-            {
-                "SLOEVAL_PROMETHEUS_URL": prometheus_url,
-                "SLOEVAL_SLO_FILE": str(slo_file),
-                "SLOEVAL_HTTP_HOST": "127.0.0.1",
-                "SLOEVAL_HTTP_PORT": str(self.port),
-                "SLOEVAL_STATE_DIR": str(work / "sloeval-state"),
-                "SLOEVAL_LOG_LEVEL": "info",
-                "SLOEVAL_LOG_FORMAT": "json",
-                "SLOEVAL_TELEGRAM_BOT_TOKEN": stub.token,
-                "SLOEVAL_TELEGRAM_CHAT_IDS": SLOEVAL_CHAT,
-                "SLOEVAL_TELEGRAM_API_URL": stub.url,
-            }
-        )
+        settings = {
+            "SLOEVAL_PROMETHEUS_URL": prometheus_url,
+            "SLOEVAL_SLO_FILE": str(slo_file),
+            "SLOEVAL_STATE_DIR": str(work / "sloeval-state"),
+            "SLOEVAL_LOG_FORMAT": "json",
+            "SLOEVAL_TELEGRAM_BOT_TOKEN": stub.token,
+            "SLOEVAL_TELEGRAM_CHAT_IDS": SLOEVAL_CHAT,
+            "SLOEVAL_TELEGRAM_API_URL": stub.url,
+        }
         if interval is not None:
-            self.env["SLOEVAL_EVAL_INTERVAL"] = repr(interval)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sloeval", "run"], env=self.env, cwd=REPO, stderr=log, stdin=subprocess.DEVNULL
-            )
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sloeval exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"sloeval not ready after {timeout:.0f}s:\n{self.log()[-3000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue  # a line being written right now
-        return out
+            settings["SLOEVAL_EVAL_INTERVAL"] = repr(interval)
+        super().__init__(settings, work / "sloeval.log")
 
     def cycles(self) -> list[float]:
         """``evaluated_at`` of every evaluation cycle so far."""
         return [float(e["evaluated_at"]) for e in self.events() if e.get("event") == "evaluation_cycle"]
-
-    def stop(self) -> int:
-        process, self.process = self.process, None
-        if process is None:
-            return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
 
 
 # --- one run -------------------------------------------------------------------------------

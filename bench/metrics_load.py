@@ -31,7 +31,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,8 @@ from typing import Any
 
 import httpx
 
-from devtools.servers import PROMETHEUS_BINARY, PrometheusServer, free_port
+from devtools.servers import PROMETHEUS_BINARY, PrometheusServer
+from devtools.sloeval_process import SloevalProcess
 from devtools.tsdb import write_prometheus_blocks
 from tests.e2e import dataset
 
@@ -263,67 +263,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class DaemonProcess:
+class DaemonProcess(SloevalProcess):
     """``python -m sloeval run`` on 127.0.0.1 with a JSON log in ``work``."""
 
     def __init__(self, prometheus_url: str, work: Path, interval: float) -> None:
         slo_file = work / "slos.yaml"
         slo_file.write_text(dataset.SLO_FILE, encoding="utf-8")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = work / "sloeval.log"
-        # Only the HTTP pacing may come from the caller's environment, to compare settings.
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("SLOEVAL_") or k == "SLOEVAL_HTTP_MAX_REQUESTS_PER_SECOND"
+        settings = {
+            "SLOEVAL_PROMETHEUS_URL": prometheus_url,
+            "SLOEVAL_EVAL_INTERVAL": repr(interval),
+            "SLOEVAL_SLO_FILE": str(slo_file),
+            "SLOEVAL_STATE_DIR": str(work / "state"),
         }
-        self.env.update(
-            {
-                "SLOEVAL_PROMETHEUS_URL": prometheus_url,
-                "SLOEVAL_HTTP_HOST": "127.0.0.1",
-                "SLOEVAL_HTTP_PORT": str(self.port),
-                "SLOEVAL_EVAL_INTERVAL": repr(interval),
-                "SLOEVAL_LOG_LEVEL": "info",
-                "SLOEVAL_SLO_FILE": str(slo_file),
-                "SLOEVAL_STATE_DIR": str(work / "state"),
-            }
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sloeval", "run"], env=self.env, cwd=REPO, stderr=log, stdin=subprocess.DEVNULL
-            )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sloeval exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"sloeval not ready after {timeout:.0f}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        # Only the HTTP pacing may come from the caller's environment, to compare settings.
+        super().__init__(settings, work / "sloeval.log", inherit=["SLOEVAL_HTTP_MAX_REQUESTS_PER_SECOND"])
 
 
 @contextmanager

@@ -66,21 +66,17 @@ class Evaluator:
         self._plan = QueryPlan(slos, long_window_refresh=long_window_refresh)
         self._client = client
         self._limiter = anyio.CapacityLimiter(max(1, concurrency))
-        # promql -> (answered at, samples, refresh due at); only long-window expressions are kept.
-        self._long: dict[str, tuple[float, list[tuple[dict[str, str], float]], float]] = {}
+        # promql -> (samples, when to ask again); only long-window expressions are kept.
+        self._long: dict[str, tuple[list[tuple[dict[str, str], float]], float]] = {}
         if reuse is not None:
             wanted = {e.promql for e in self._plan.expressions if self._plan.is_long(e)}
             self._long = {k: v for k, v in reuse._long.items() if k in wanted}
-
-    @property
-    def plan(self) -> QueryPlan:
-        return self._plan
 
     def _needed(self, at: float) -> list[Expression]:
         needed = []
         for expression in self._plan.expressions:
             cached = self._long.get(expression.promql) if self._plan.is_long(expression) else None
-            if cached is None or at >= cached[2]:
+            if cached is None or at >= cached[1]:
                 needed.append(expression)
         return needed
 
@@ -168,11 +164,7 @@ class Evaluator:
         for expression in self._plan.expressions:
             if not self._plan.is_long(expression) or expression.key not in answers.samples:
                 continue
-            self._long[expression.promql] = (
-                at,
-                answers.samples[expression.key],
-                self._plan.next_refresh(expression, at),
-            )
+            self._long[expression.promql] = (answers.samples[expression.key], self._plan.next_refresh(expression, at))
 
     def _status(
         self,
@@ -199,7 +191,7 @@ class Evaluator:
                 return SLOStatus(slo=slo, results=(), error=exc.message)
             if samples is None and self._plan.is_long(part.expression):
                 cached = self._long.get(part.expression.promql)
-                samples = cached[1] if cached is not None else None
+                samples = cached[0] if cached is not None else None
             if samples is None:
                 log.warning("slo_query_unfinished", slo=slo.name, deadline_seconds=deadline)
                 return SLOStatus(slo=slo, results=(), error=f"not evaluated within {deadline:g}s")
@@ -212,16 +204,25 @@ class Evaluator:
                 if not raw:
                     keyed[cache_key] = pairs
             for label_key, value in pairs:
-                if tag in values[label_key]:
-                    log.warning("duplicate_series", slo=slo.name, labels=dict(label_key), part=tag[0], window=tag[1])
-                    continue
-                values[label_key][tag] = value
+                _put(values, slo, label_key, tag, value)
         return SLOStatus(slo=slo, results=_results(slo, values))
 
 
+def _put(
+    values: dict[LabelKey, dict[tuple[str, str], float]],
+    slo: SLODefinition,
+    key: LabelKey,
+    tag: tuple[str, str],
+    value: float,
+) -> None:
+    """Record one part of one window; the first of two series with the same tag wins."""
+    if tag in values[key]:
+        log.warning("duplicate_series", slo=slo.name, labels=dict(key), part=tag[0], window=tag[1])
+        return
+    values[key][tag] = value
+
+
 def _label_key(slo: SLODefinition, labels: dict[str, str]) -> LabelKey:
-    if not slo.group_by and not isinstance(slo.indicator, RawIndicator):
-        return ()
     if isinstance(slo.indicator, RawIndicator):
         # sloeval's own labels (slo, service, window, ...) win over the query's.
         return tuple(sorted((k, v) for k, v in labels.items() if k not in RESERVED_LABELS and k != "__name__"))
@@ -237,11 +238,7 @@ def results_from_samples(slo: SLODefinition, result: QueryResult) -> tuple[SLORe
         if tag is None:
             log.warning("unexpected_series", slo=slo.name, labels=sample.labels)
             continue
-        key = _label_key(slo, labels)
-        if tag in values[key]:
-            log.warning("duplicate_series", slo=slo.name, labels=dict(key), part=tag[0], window=tag[1])
-            continue
-        values[key][tag] = sample.value
+        _put(values, slo, _label_key(slo, labels), tag, sample.value)
     return _results(slo, values)
 
 

@@ -59,14 +59,15 @@ from bench.slo_generator_compare import prepare_data
 from devtools.loopback import LoopbackServer
 from devtools.servers import PrometheusServer
 from devtools.sloeval_process import SloevalProcess
-from sloeval.evaluator import Evaluator
+from sloeval.config.settings import Settings
+from sloeval.config.slo_file import SLOConfig, parse_slo_text
 from sloeval.logs import configure_logging
-from sloeval.prometheus_api import PrometheusClient, QueryResult, make_http_client
-from sloeval.queries import build_query
-from sloeval.query_plan import QueryPlan
-from sloeval.settings import Settings
-from sloeval.slo_config import SLOConfig, parse_slo_text
-from sloeval.snapshot import Snapshot
+from sloeval.prometheus.client import PrometheusClient, make_http_client
+from sloeval.prometheus.results import QueryResult
+from sloeval.promql.expressions import build_query
+from sloeval.promql.plan import QueryPlan
+from sloeval.slo.evaluator import Evaluator
+from sloeval.slo.snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".bench-cache"

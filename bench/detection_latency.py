@@ -75,7 +75,7 @@ from devtools.loopback import LoopbackServer
 from devtools.servers import PROMETHEUS_BINARY, PrometheusServer, _ManagedProcess, instant_query
 from devtools.sloeval_process import SloevalProcess
 from devtools.telegram_stub import BotApiStub
-from sloeval.durations import parse_duration
+from sloeval.config.durations import parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 ALERTMANAGER_BINARY = "/usr/bin/prometheus-alertmanager"

@@ -19,8 +19,8 @@ Three things are measured in every run:
   it; this is also what the daemon does in its first cycle.
 - sloeval daemon, steady state: ONE long-lived ``Evaluator`` with ``long_window_refresh`` from the
   settings (default 300 s), as ``sloeval run`` keeps it. Windows of at least
-  :data:`sloeval.query_plan.LONG_WINDOW_FACTOR` refresh periods are re-evaluated once per refresh
-  period at phases of their own (see :mod:`sloeval.query_plan`), shorter windows every cycle. Its
+  :data:`sloeval.promql.plan.LONG_WINDOW_FACTOR` refresh periods are re-evaluated once per refresh
+  period at phases of their own (see :mod:`sloeval.promql.plan`), shorter windows every cycle. Its
   first cycle (every window) is made once, before the runs, and is not steady state; after it the
   cycles' ``at`` advances by the daemon's interval (``eval_interval``, default 30 s) each, back to
   back. Every run times ``max(10, refresh / interval)`` consecutive such cycles, each on its own:
@@ -86,14 +86,10 @@ from bench import scale_data
 from devtools.loopback import LoopbackServer
 from devtools.servers import PROMETHEUS_BINARY, PrometheusServer
 from devtools.tsdb import PROMTOOL
-from sloeval.connect import http_client_for, prometheus_client_for
-from sloeval.durations import format_duration
-from sloeval.evaluator import Evaluator
-from sloeval.logs import configure_logging
-from sloeval.query_plan import LONG_WINDOW_FACTOR
-from sloeval.selectors import Matcher, Selector
-from sloeval.settings import Settings, load_settings
-from sloeval.slo_config import (
+from sloeval.config.durations import format_duration
+from sloeval.config.selectors import Matcher, Selector
+from sloeval.config.settings import Settings, load_settings
+from sloeval.config.slo_file import (
     LatencyIndicator,
     RatioIndicator,
     SLOConfig,
@@ -101,6 +97,10 @@ from sloeval.slo_config import (
     UptimeIndicator,
     load_slo_file,
 )
+from sloeval.logs import configure_logging
+from sloeval.prometheus.client import http_client_for, prometheus_client_for
+from sloeval.promql.plan import LONG_WINDOW_FACTOR
+from sloeval.slo.evaluator import Evaluator
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).resolve().with_name("_slo_generator_runner.py")

@@ -14,18 +14,18 @@ import httpx
 import structlog
 
 from sloeval import __version__
-from sloeval.alerting import build_channels
-from sloeval.channels import DeliveryError
-from sloeval.connect import http_client_for, prometheus_client_for
+from sloeval.alerting.channels import DeliveryError
+from sloeval.alerting.engine import build_channels
+from sloeval.alerting.messages import render_test_message
+from sloeval.config.settings import Settings, SettingsError, load_settings
+from sloeval.config.slo_file import ConfigError, SLOConfig, SLODefinition, load_slo_file
 from sloeval.daemon import run_daemon
-from sloeval.evaluator import Evaluator
 from sloeval.logs import configure_logging
-from sloeval.messages import render_test_message
-from sloeval.online_check import check_slo
-from sloeval.report import render_json, render_table
-from sloeval.settings import Settings, SettingsError, load_settings
-from sloeval.slo_config import ConfigError, SLOConfig, SLODefinition, load_slo_file
-from sloeval.state_store import StateStoreError
+from sloeval.prometheus.client import http_client_for, prometheus_client_for
+from sloeval.slo.evaluator import Evaluator
+from sloeval.slo.online_check import check_slo
+from sloeval.slo.render import render_json, render_table
+from sloeval.state.sqlite import StateStoreError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 

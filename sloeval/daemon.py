@@ -12,17 +12,17 @@ import anyio
 import structlog
 from anyio import CancelScope
 
-from sloeval.alert_engine import firing_alerts
-from sloeval.alerting import Alerting, build_channels
-from sloeval.config_watch import ConfigWatcher
-from sloeval.connect import http_client_for, prometheus_client_for
-from sloeval.dispatcher import Dispatcher
-from sloeval.evaluator import Evaluator, QueryClient
-from sloeval.exporter import DaemonMetrics, SnapshotHolder
-from sloeval.http_server import MetricsServer, build_app
-from sloeval.settings import Settings
-from sloeval.slo_config import SLOConfig
-from sloeval.state_store import StateStore
+from sloeval.alerting.dispatcher import Dispatcher
+from sloeval.alerting.engine import Alerting, build_channels
+from sloeval.alerting.machine import firing_alerts
+from sloeval.config.settings import Settings
+from sloeval.config.slo_file import SLOConfig
+from sloeval.config.watch import ConfigWatcher
+from sloeval.prometheus.client import http_client_for, prometheus_client_for
+from sloeval.serve.exporter import DaemonMetrics, SnapshotHolder
+from sloeval.serve.http import MetricsServer, build_app
+from sloeval.slo.evaluator import Evaluator, QueryClient
+from sloeval.state.sqlite import StateStore
 
 log = structlog.get_logger("sloeval.daemon")
 SWITCH_INTERVAL = 0.0005

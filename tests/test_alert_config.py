@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from sloeval.alert_rules import BudgetCondition, BurnRateCondition, SLIBelowCondition
-from sloeval.slo_config import ConfigError, load_slo_file, parse_slo_text
+from sloeval.config.alert_rules import BudgetCondition, BurnRateCondition, SLIBelowCondition
+from sloeval.config.slo_file import ConfigError, load_slo_file, parse_slo_text
 
 PATH = Path("slos.yaml")
 REPO = Path(__file__).resolve().parent.parent

@@ -6,18 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from sloeval.alert_engine import (
-    AlertKey,
-    AlertState,
-    Notification,
-    StepResult,
-    evaluate_rules,
-    firing_alerts,
-    group_notifications,
-    step,
-)
-from sloeval.slo_config import SLOConfig, SLODefinition, parse_slo_text
-from sloeval.snapshot import SLOResult, SLOStatus, Snapshot
+from sloeval.alerting.grouping import group_notifications
+from sloeval.alerting.machine import StepResult, firing_alerts, step
+from sloeval.alerting.model import AlertKey, AlertState, Notification
+from sloeval.alerting.rules import evaluate_rules
+from sloeval.config.slo_file import SLOConfig, SLODefinition, parse_slo_text
+from sloeval.slo.snapshot import SLOResult, SLOStatus, Snapshot
 
 CONFIG_TEXT = """
 service: api

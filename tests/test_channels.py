@@ -15,12 +15,13 @@ import pytest
 
 from devtools.smtp_server import ReceivedMail, SmtpServer
 from devtools.telegram_stub import BotApiStub
-from sloeval.alert_engine import AlertKey, Facts, MessageGroup, Notification
-from sloeval.channels import DeliveryError
-from sloeval.channels.smtp import EmailChannel
-from sloeval.channels.telegram import TelegramChannel
-from sloeval.messages import RenderedMessage, email_subject, render_plain, render_telegram
-from sloeval.slo_config import SLODefinition, parse_slo_text
+from sloeval.alerting.channels import DeliveryError
+from sloeval.alerting.channels.smtp import EmailChannel
+from sloeval.alerting.channels.telegram import TelegramChannel
+from sloeval.alerting.grouping import MessageGroup
+from sloeval.alerting.messages import RenderedMessage, email_subject, render_plain, render_telegram
+from sloeval.alerting.model import AlertKey, Facts, Notification
+from sloeval.config.slo_file import SLODefinition, parse_slo_text
 
 CHAT = "4242"
 OTHER_CHAT = "-1001"
@@ -511,7 +512,7 @@ async def test_email_body_cannot_end_the_data_phase() -> None:
 
 
 def test_build_email_refuses_raw_newlines_in_subject() -> None:
-    from sloeval.channels.smtp import build_email
+    from sloeval.alerting.channels.smtp import build_email
 
     with pytest.raises(ValueError, match="linefeed or carriage return"):
         build_email(SENDER, ONCALL, RenderedMessage(subject="a\r\nBcc: evil@x", text="t"))

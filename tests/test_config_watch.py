@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from sloeval.config_watch import ConfigWatcher
-from sloeval.slo_config import load_slo_file
+from sloeval.config.slo_file import load_slo_file
+from sloeval.config.watch import ConfigWatcher
 
 VALID = "service: s\nslos:\n  - name: {name}\n    objective: 99\n    ratio: {{bad: b, total: t}}\n"
 

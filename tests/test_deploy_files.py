@@ -28,10 +28,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from sloeval.cli import build_parser
-from sloeval.durations import parse_duration
-from sloeval.http_server import build_app
-from sloeval.settings import ENV_PREFIX, Settings, SettingsError, load_settings
-from sloeval.slo_config import parse_slo_text
+from sloeval.config.durations import parse_duration
+from sloeval.config.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from sloeval.config.slo_file import parse_slo_text
+from sloeval.serve.http import build_app
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -15,10 +15,10 @@ import pytest
 
 from devtools.smtp_server import SmtpServer
 from devtools.telegram_stub import BotApiStub
-from sloeval.channels.smtp import EmailChannel
-from sloeval.channels.telegram import TelegramChannel
-from sloeval.dispatcher import MAX_BACKOFF, Dispatcher, backoff_delay
-from sloeval.state_store import NewMessage, StateStore
+from sloeval.alerting.channels.smtp import EmailChannel
+from sloeval.alerting.channels.telegram import TelegramChannel
+from sloeval.alerting.dispatcher import MAX_BACKOFF, Dispatcher, backoff_delay
+from sloeval.state.sqlite import NewMessage, StateStore
 
 CHAT = "4242"
 ONCALL = "oncall@example.test"

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sloeval.durations import format_duration, parse_duration
+from sloeval.config.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from sloeval.durations import parse_duration
-from sloeval.evaluator import Evaluator, results_from_samples
-from sloeval.prometheus_api import PrometheusQueryError, QueryResult, Sample
-from sloeval.query_plan import TERMS_PER_REQUEST
-from sloeval.slo_config import SLODefinition, parse_slo_text
+from sloeval.config.durations import parse_duration
+from sloeval.config.slo_file import SLODefinition, parse_slo_text
+from sloeval.prometheus.results import PrometheusQueryError, QueryResult, Sample
+from sloeval.promql.plan import TERMS_PER_REQUEST
+from sloeval.slo.evaluator import Evaluator, results_from_samples
 
 
 def load(body: str, period: str = "1d") -> tuple[SLODefinition, ...]:

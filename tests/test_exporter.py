@@ -4,9 +4,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sloeval.exporter import DaemonMetrics, SnapshotHolder
-from sloeval.slo_config import parse_slo_text
-from sloeval.snapshot import SLOResult, SLOStatus, Snapshot
+from sloeval.config.slo_file import parse_slo_text
+from sloeval.serve.exporter import DaemonMetrics, SnapshotHolder
+from sloeval.slo.snapshot import SLOResult, SLOStatus, Snapshot
 
 CONFIG = parse_slo_text(
     """

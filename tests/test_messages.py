@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from sloeval.alert_engine import AlertKey, Facts, MessageGroup, Notification
-from sloeval.messages import TELEGRAM_LIMIT, email_subject, render_plain, render_telegram
-from sloeval.slo_config import parse_slo_text
+from sloeval.alerting.grouping import MessageGroup
+from sloeval.alerting.messages import TELEGRAM_LIMIT, email_subject, render_plain, render_telegram
+from sloeval.alerting.model import AlertKey, Facts, Notification
+from sloeval.config.slo_file import parse_slo_text
 
 CONFIG = parse_slo_text(
     """

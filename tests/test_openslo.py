@@ -15,11 +15,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sloeval.alert_rules import AlertRule, SLIBelowCondition
-from sloeval.openslo import CounterQuery, QueryError, parse_counter_query
-from sloeval.queries import build_query
-from sloeval.selectors import Matcher, Selector, parse_selector, quote
-from sloeval.slo_config import ConfigError, RatioIndicator, SLOConfig, load_slo_file, parse_slo_text
+from sloeval.config.alert_rules import AlertRule, SLIBelowCondition
+from sloeval.config.openslo import CounterQuery, QueryError, parse_counter_query
+from sloeval.config.selectors import Matcher, Selector, parse_selector, quote
+from sloeval.config.slo_file import ConfigError, RatioIndicator, SLOConfig, load_slo_file, parse_slo_text
+from sloeval.promql.expressions import build_query
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "openslo" / "samokoder-api.yaml"

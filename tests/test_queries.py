@@ -1,8 +1,9 @@
 import re
 from pathlib import Path
 
-from sloeval.queries import build_query, le_values, part_expressions
-from sloeval.slo_config import parse_slo_text
+from sloeval.config.slo_file import parse_slo_text
+from sloeval.promql.buckets import le_values
+from sloeval.promql.expressions import build_query, part_expressions
 
 PATH = Path("slos.yaml")
 

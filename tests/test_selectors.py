@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sloeval.selectors import Matcher, Selector, SelectorError, parse_selector, quote
+from sloeval.config.selectors import Matcher, Selector, SelectorError, parse_selector, quote
 
 
 def test_parse_plain_metric() -> None:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sloeval.settings import Settings, SettingsError, load_settings
+from sloeval.config.settings import Settings, SettingsError, load_settings
 
 FIELDS = sorted(Settings.model_fields)
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sloeval import sli_math
+from sloeval.slo import sli_math
 
 
 def test_bad_total() -> None:

@@ -8,8 +8,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sloeval.selectors import Matcher
-from sloeval.slo_config import (
+from sloeval.config.selectors import Matcher
+from sloeval.config.slo_file import (
     ConfigError,
     LatencyIndicator,
     RatioIndicator,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sloeval import state_store
-from sloeval.alert_engine import AlertKey, AlertState, Facts
-from sloeval.state_store import DB_NAME, NewMessage, StateStore, StateStoreError
+from sloeval.alerting.model import AlertKey, AlertState, Facts
+from sloeval.state import sqlite as state_store
+from sloeval.state.sqlite import DB_NAME, NewMessage, StateStore, StateStoreError
 
 NOW = 1_700_000_000.0
 

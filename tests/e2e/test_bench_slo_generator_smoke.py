@@ -32,7 +32,7 @@ from bench.slo_generator_compare import (
 )
 from devtools.servers import PROMETHEUS_BINARY
 from devtools.tsdb import PROMTOOL
-from sloeval.settings import Settings
+from sloeval.config.settings import Settings
 
 pytestmark = [
     pytest.mark.e2e,

@@ -13,7 +13,7 @@ import pytest
 
 from devtools.servers import PrometheusServer, free_port
 from devtools.telegram_stub import BotApiStub
-from sloeval.slo_config import load_slo_file
+from sloeval.config.slo_file import load_slo_file
 from tests.e2e.conftest import samples, wait_until
 
 pytestmark = pytest.mark.e2e

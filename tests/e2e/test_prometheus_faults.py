@@ -22,9 +22,9 @@ import yaml
 
 from devtools.fault_proxy import FaultProxy
 from devtools.telegram_stub import BotApiStub
-from sloeval.query_plan import QueryPlan, pack
-from sloeval.settings import Settings
-from sloeval.slo_config import parse_slo_text
+from sloeval.config.settings import Settings
+from sloeval.config.slo_file import parse_slo_text
+from sloeval.promql.plan import QueryPlan, pack
 from tests.e2e import dataset
 from tests.e2e.conftest import run_sloeval, samples, sloeval_env
 
@@ -46,7 +46,7 @@ FAST = {
     "SLOEVAL_QUERY_CONCURRENCY": "16",
     "SLOEVAL_LONG_WINDOW_REFRESH": "0",
 }
-#: The packed requests of one cycle (sloeval.query_plan), and the terms of the first one: when
+#: The packed requests of one cycle (sloeval.promql.plan), and the terms of the first one: when
 #: Prometheus rejects every request, that one is split into single terms as a probe.
 _PACKED = pack(QueryPlan(parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=1).slos).expressions)
 REQUESTS = len(_PACKED)

@@ -25,7 +25,7 @@ import pytest
 from devtools.servers import PrometheusServer, free_port
 from devtools.telegram_stub import BotApiStub
 from sloeval import __version__
-from sloeval.settings import ENV_PREFIX, Settings
+from sloeval.config.settings import ENV_PREFIX, Settings
 from tests.e2e.conftest import REPO, samples, wait_until
 
 pytestmark = pytest.mark.image

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sloeval.prometheus_api import PrometheusClient, PrometheusQueryError
-from sloeval.queries import build_query
-from sloeval.selectors import Selector
-from sloeval.slo_config import LatencyIndicator, RatioIndicator, RawIndicator, SLODefinition, UptimeIndicator
+from sloeval.config.selectors import Selector
+from sloeval.config.slo_file import LatencyIndicator, RatioIndicator, RawIndicator, SLODefinition, UptimeIndicator
+from sloeval.prometheus.client import PrometheusClient
+from sloeval.prometheus.results import PrometheusQueryError
+from sloeval.promql.expressions import build_query
 
 
 @dataclass(frozen=True)

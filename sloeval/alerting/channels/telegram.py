@@ -14,8 +14,8 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
-from sloeval.channels import DeliveryError
-from sloeval.messages import RenderedMessage
+from sloeval.alerting.channels import DeliveryError
+from sloeval.alerting.messages import RenderedMessage
 
 
 class TelegramChannel:

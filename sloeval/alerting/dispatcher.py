@@ -10,9 +10,9 @@ from collections.abc import Callable
 import anyio
 import structlog
 
-from sloeval.channels import Channel, DeliveryError
-from sloeval.messages import RenderedMessage
-from sloeval.state_store import OutboxItem, StateStore
+from sloeval.alerting.channels import Channel, DeliveryError
+from sloeval.alerting.messages import RenderedMessage
+from sloeval.state.sqlite import OutboxItem, StateStore
 
 log = structlog.get_logger("sloeval.dispatcher")
 

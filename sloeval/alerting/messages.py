@@ -9,9 +9,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from sloeval.alert_engine import Facts, MessageGroup, Notification
-from sloeval.durations import format_duration
-from sloeval.slo_config import SLODefinition
+from sloeval.alerting.grouping import MessageGroup
+from sloeval.alerting.model import Facts, Notification
+from sloeval.config.durations import format_duration
+from sloeval.config.slo_file import SLODefinition
 
 TELEGRAM_LIMIT = 4096
 SUBJECT_LIMIT = 200

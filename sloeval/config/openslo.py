@@ -2,7 +2,7 @@
 
 A file whose YAML documents carry ``apiVersion: openslo/v1`` is read as OpenSLO
 (https://github.com/OpenSLO/OpenSLO). :func:`translate` turns its objects into the
-plain dict that :class:`sloeval.slo_config.SLOFileSpec` validates, so the native
+plain dict that :class:`sloeval.config.slo_file.SLOFileSpec` validates, so the native
 validation, compilation and query building apply unchanged. Everything sloeval cannot
 evaluate with the same meaning is rejected with :class:`OpenSLOError` (one line naming
 the object, the field, why, and what to do); nothing is silently approximated.
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sloeval.durations import format_duration, parse_duration
-from sloeval.selectors import Selector, SelectorError, parse_selector
+from sloeval.config.durations import format_duration, parse_duration
+from sloeval.config.selectors import Selector, SelectorError, parse_selector
 
 API_VERSION = "openslo/v1"
 KINDS = ("SLO", "SLI", "DataSource", "Service", "AlertPolicy", "AlertCondition", "AlertNotificationTarget")

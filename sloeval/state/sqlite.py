@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from sloeval.alert_engine import AlertKey, AlertState
+from sloeval.alerting.model import AlertKey, AlertState
 
 log = structlog.get_logger("sloeval.state")
 

@@ -24,10 +24,10 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sloeval.durations import format_duration
-from sloeval.queries import SERIES_LABEL, Part, part_expressions
-from sloeval.selectors import quote
-from sloeval.slo_config import RawIndicator, SLODefinition
+from sloeval.config.durations import format_duration
+from sloeval.config.selectors import quote
+from sloeval.config.slo_file import RawIndicator, SLODefinition
+from sloeval.promql.expressions import SERIES_LABEL, Part, part_expressions
 
 TERMS_PER_REQUEST = 32
 """Expressions per request: few enough that Prometheus answers in parallel, many enough to

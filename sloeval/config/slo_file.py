@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from sloeval.alert_rules import (
+from sloeval.config.alert_rules import (
     AlertRule,
     AlertSpec,
     NotifyPolicy,
@@ -38,9 +38,9 @@ from sloeval.alert_rules import (
     compile_policy,
     default_alerts,
 )
-from sloeval.durations import duration_from_config, format_duration, parse_duration
-from sloeval.openslo import OpenSLOError, is_openslo, translate
-from sloeval.selectors import Selector, SelectorError, is_label_name, parse_selector
+from sloeval.config.durations import duration_from_config, format_duration, parse_duration
+from sloeval.config.openslo import OpenSLOError, is_openslo, translate
+from sloeval.config.selectors import Selector, SelectorError, is_label_name, parse_selector
 
 #: Windows evaluated for every SLO in addition to its period.
 STANDARD_WINDOWS: tuple[int, ...] = (300, 1800, 3600, 7200, 21600, 86400, 259200)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -13,92 +12,13 @@ import httpx
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from sloeval.config.settings import Settings
+from sloeval.prometheus.results import PrometheusQueryError, QueryResult, parse_query_response
+
 log = structlog.get_logger("sloeval.prometheus")
 
 #: HTTP statuses where another attempt can succeed.
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
-#: Prometheus ``errorType`` values where another attempt can succeed.
-_RETRYABLE_ERROR_TYPES = frozenset({"timeout", "unavailable"})
-
-
-@dataclass(frozen=True)
-class Sample:
-    labels: Mapping[str, str]
-    value: float
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    samples: tuple[Sample, ...]
-    warnings: tuple[str, ...] = field(default=())
-
-
-class PrometheusQueryError(Exception):
-    """A query failed; ``retryable`` says whether asking again can help."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        query: str,
-        error_type: str | None = None,
-        status_code: int | None = None,
-        retryable: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.query = query
-        self.error_type = error_type
-        self.status_code = status_code
-        self.retryable = retryable
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def parse_value(text: object) -> float:
-    """Prometheus sends numbers as strings, including ``NaN``, ``+Inf`` and ``-Inf``."""
-    if not isinstance(text, str):
-        raise ValueError(f"sample value must be a string, got {type(text).__name__}")
-    return float(text)
-
-
-def parse_query_response(payload: Any, query: str) -> QueryResult:
-    """Turn a decoded ``/api/v1/query`` body into samples, or raise PrometheusQueryError."""
-    if not isinstance(payload, dict):
-        raise PrometheusQueryError("response is not a JSON object", query=query)
-    warnings = tuple(str(w) for w in payload.get("warnings") or () if isinstance(w, str))
-    if payload.get("status") != "success":
-        error_type = payload.get("errorType")
-        error_type = error_type if isinstance(error_type, str) else None
-        message = payload.get("error")
-        raise PrometheusQueryError(
-            f"{error_type or 'error'}: {message if isinstance(message, str) else 'query failed'}",
-            query=query,
-            error_type=error_type,
-            retryable=error_type in _RETRYABLE_ERROR_TYPES,
-        )
-    data = payload.get("data")
-    if not isinstance(data, dict):
-        raise PrometheusQueryError("response has no 'data' object", query=query)
-    result_type = data.get("resultType")
-    result = data.get("result")
-    try:
-        if result_type == "vector" and isinstance(result, list):
-            samples = []
-            for item in result:
-                metric = item.get("metric", {}) if isinstance(item, dict) else None
-                value = item.get("value") if isinstance(item, dict) else None
-                if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
-                    raise ValueError("malformed vector element")
-                labels = {str(k): str(v) for k, v in metric.items()}
-                samples.append(Sample(labels, parse_value(value[1])))
-            return QueryResult(tuple(samples), warnings)
-        if result_type == "scalar" and isinstance(result, list) and len(result) == 2:
-            return QueryResult((Sample({}, parse_value(result[1])),), warnings)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise PrometheusQueryError(f"malformed query result: {exc}", query=query) from None
-    raise PrometheusQueryError(f"unexpected result type {result_type!r} (expected a vector)", query=query)
 
 
 def _describe_body(response: httpx.Response) -> str:
@@ -217,3 +137,26 @@ def make_http_client(
         headers["Authorization"] = f"Bearer {bearer_token}"
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.AsyncClient(auth=auth, headers=headers, verify=verify, limits=limits)
+
+
+def http_client_for(settings: Settings) -> httpx.AsyncClient:
+    return make_http_client(
+        username=settings.prometheus_username,
+        password=settings.prometheus_password.get_secret_value() if settings.prometheus_password else None,
+        bearer_token=settings.prometheus_bearer_token.get_secret_value() if settings.prometheus_bearer_token else None,
+        ca_file=str(settings.prometheus_ca_file) if settings.prometheus_ca_file else None,
+        tls_verify=settings.prometheus_tls_verify,
+        max_connections=settings.query_concurrency,
+    )
+
+
+def prometheus_client_for(
+    settings: Settings, http: httpx.AsyncClient, on_attempt: Callable[[str], None] | None = None
+) -> PrometheusClient:
+    return PrometheusClient(
+        http,
+        settings.prometheus_url,
+        timeout=settings.query_timeout,
+        attempts=settings.query_attempts,
+        on_attempt=on_attempt,
+    )

@@ -9,8 +9,8 @@ from typing import Literal
 
 import aiosmtplib
 
-from sloeval.channels import DeliveryError
-from sloeval.messages import RenderedMessage
+from sloeval.alerting.channels import DeliveryError
+from sloeval.alerting.messages import RenderedMessage
 
 
 def build_email(sender: str, recipient: str, message: RenderedMessage) -> EmailMessage:

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from sloeval.snapshot import SLOResult, SLOStatus, Snapshot
+from sloeval.slo.snapshot import SLOResult, SLOStatus, Snapshot
 
 #: Page-worthy burn: the SRE Workbook's 2 % of a 30 d budget in one hour.
 FAST_BURN = 14.4

@@ -12,12 +12,12 @@ from typing import Protocol
 import anyio
 import structlog
 
-from sloeval import sli_math
-from sloeval.prometheus_api import PrometheusQueryError, QueryResult
-from sloeval.queries import SERIES_LABEL, parse_tag
-from sloeval.query_plan import Expression, QueryPlan, SLOPlan, pack, request_promql
-from sloeval.slo_config import RESERVED_LABELS, RatioIndicator, RawIndicator, SLODefinition
-from sloeval.snapshot import EventCounts, SLOResult, SLOStatus, Snapshot, WindowValues
+from sloeval.config.slo_file import RESERVED_LABELS, RatioIndicator, RawIndicator, SLODefinition
+from sloeval.prometheus.results import PrometheusQueryError, QueryResult
+from sloeval.promql.expressions import SERIES_LABEL, parse_tag
+from sloeval.promql.plan import Expression, QueryPlan, SLOPlan, pack, request_promql
+from sloeval.slo import sli_math
+from sloeval.slo.snapshot import EventCounts, SLOResult, SLOStatus, Snapshot, WindowValues
 
 log = structlog.get_logger("sloeval.evaluator")
 
@@ -50,7 +50,7 @@ class _Answers:
 class Evaluator:
     """Evaluates a fixed set of SLOs; the query plan is made once, when the config is loaded.
 
-    The evaluator keeps the answers of long windows between cycles (see :mod:`sloeval.query_plan`);
+    The evaluator keeps the answers of long windows between cycles (see :mod:`sloeval.promql.plan`);
     pass the previous evaluator as ``reuse`` after a config reload to keep those that still apply.
     """
 

@@ -7,20 +7,16 @@ from functools import partial
 import anyio
 import structlog
 
-from sloeval.alert_engine import (
-    AlertKey,
-    AlertState,
-    evaluate_rules,
-    firing_alerts,
-    group_notifications,
-    step,
-)
-from sloeval.channels import Channel
-from sloeval.messages import render_plain, render_telegram
-from sloeval.settings import Settings
-from sloeval.slo_config import SLOConfig
-from sloeval.snapshot import Snapshot
-from sloeval.state_store import NewMessage, StateStore
+from sloeval.alerting.channels import Channel
+from sloeval.alerting.grouping import group_notifications
+from sloeval.alerting.machine import firing_alerts, step
+from sloeval.alerting.messages import render_plain, render_telegram
+from sloeval.alerting.model import AlertKey, AlertState
+from sloeval.alerting.rules import evaluate_rules
+from sloeval.config.settings import Settings
+from sloeval.config.slo_file import SLOConfig
+from sloeval.slo.snapshot import Snapshot
+from sloeval.state.sqlite import NewMessage, StateStore
 
 log = structlog.get_logger("sloeval.alerting")
 
@@ -29,7 +25,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     """The channels that are configured; a route naming another one is reported at start."""
     channels: dict[str, Channel] = {}
     if settings.telegram_enabled:
-        from sloeval.channels.telegram import TelegramChannel
+        from sloeval.alerting.channels.telegram import TelegramChannel
 
         assert settings.telegram_bot_token is not None
         channels["telegram"] = TelegramChannel(
@@ -42,7 +38,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     if settings.email_enabled and not settings.smtp_tls_verify and settings.smtp_tls != "none":
         log.warning("smtp_tls_verification_disabled")
     if settings.email_enabled:
-        from sloeval.channels.smtp import EmailChannel
+        from sloeval.alerting.channels.smtp import EmailChannel
 
         assert settings.smtp_host is not None
         channels["email"] = EmailChannel(

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
-from sloeval.slo_config import SLODefinition
+from sloeval.config.slo_file import SLODefinition
 
 
 class EventCounts(NamedTuple):

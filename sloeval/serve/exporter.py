@@ -12,8 +12,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sloeval import __version__
-from sloeval.slo_config import LatencyIndicator, SLODefinition
-from sloeval.snapshot import Snapshot
+from sloeval.config.slo_file import LatencyIndicator, SLODefinition
+from sloeval.slo.snapshot import Snapshot
 
 
 class SnapshotHolder:

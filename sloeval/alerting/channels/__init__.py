@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sloeval.messages import RenderedMessage
+from sloeval.alerting.messages import RenderedMessage
 
 
 class DeliveryError(Exception):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from sloeval.slo_config import ConfigError, SLOConfig, load_slo_file
+from sloeval.config.slo_file import ConfigError, SLOConfig, load_slo_file
 
 log = structlog.get_logger("sloeval.config")
 

@@ -1,7 +1,7 @@
 """Alert rules and notification policy: how they are written in the SLO file, and compiled.
 
-Kept apart from ``slo_config`` so the SLO file's shape and the alerting vocabulary can be
-read on their own; ``slo_config`` embeds these models and compiles them.
+Kept apart from ``slo_file`` so the SLO file's shape and the alerting vocabulary can be
+read on their own; ``slo_file`` embeds these models and compiles them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from sloeval.durations import duration_from_config, format_duration
+from sloeval.config.durations import duration_from_config, format_duration
 
 Severity = Literal["critical", "warning", "info"]
 Channel = Literal["telegram", "email"]

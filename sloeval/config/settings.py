@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sloeval.selectors import is_metric_name
+from sloeval.config.selectors import is_metric_name
 
 ENV_PREFIX = "SLOEVAL_"
 

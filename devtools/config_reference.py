@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from sloeval.alerting.channels import settings_types
 from sloeval.config.alert_rules import (
     AlertSpec,
     BurnRateSpec,
@@ -24,7 +25,7 @@ from sloeval.config.alert_rules import (
     SilenceSpec,
     SLIBelowSpec,
 )
-from sloeval.config.settings import ENV_PREFIX, Settings
+from sloeval.config.settings import ENV_PREFIX
 from sloeval.config.slo_file import LatencySLI, RatioSLI, RawSLI, SLOFileSpec, SLOSpec, UptimeSLI
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -68,7 +69,8 @@ def _type(schema: dict[str, Any]) -> str:
 
 def settings_table() -> str:
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
+    fields = [item for model in settings_types() for item in model.model_fields.items()]
+    for name, field in fields:
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {_default(field)} | {field.description or ''} |")
     return "\n".join(rows)
 

@@ -14,10 +14,14 @@ import httpx
 import structlog
 
 from sloeval import __version__
-from sloeval.alerting.channels import DeliveryError
-from sloeval.alerting.engine import build_channels
-from sloeval.alerting.messages import render_test_message
-from sloeval.config.settings import Settings, SettingsError, load_settings
+from sloeval.alerting.channels import (
+    DeliveryError,
+    build_channels,
+    channel_kinds,
+    channel_names,
+    load_channel_settings,
+)
+from sloeval.config.settings import Settings, SettingsBase, SettingsError, load_settings
 from sloeval.config.slo_file import ConfigError, SLOConfig, SLODefinition, load_slo_file
 from sloeval.daemon import run_daemon
 from sloeval.logs import configure_logging
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--at", type=parse_time, help="unix time or RFC 3339 (default: now)")
     evaluate.add_argument("--format", choices=("table", "json"), default="table")
     notify = add("notify-test", "Send a test message to every configured recipient (exit 1 if any send fails).")
-    notify.add_argument("--channel", choices=("telegram", "email"), help="only this channel")
+    notify.add_argument("--channel", choices=sorted(channel_names()), help="only this channel")
     health = commands.add_parser(
         "healthcheck",
         help="Ask the running daemon's /healthz (or /readyz); for container HEALTHCHECKs (exit 0 healthy, 1 not).",
@@ -113,17 +117,19 @@ async def _check_online(settings: Settings, config: SLOConfig) -> int:
     return EXIT_INVALID if problems else EXIT_OK
 
 
-async def _notify_test(settings: Settings, only: str | None) -> int:
-    channels = build_channels(settings)
+async def _notify_test(settings: Settings, channel_settings: dict[str, SettingsBase], only: str | None) -> int:
+    channels = build_channels(channel_settings, settings)
     if only is not None:
         channels = {name: c for name, c in channels.items() if name == only}
     if not channels:
-        wanted = only or "telegram or email"
-        print(f"sloeval: no {wanted} channel is configured (see SLOEVAL_TELEGRAM_* / SLOEVAL_SMTP_*)", file=sys.stderr)
+        kinds = channel_kinds()
+        wanted = [only] if only is not None else sorted(kinds)
+        variables = ", ".join(pattern for name in wanted for pattern in kinds[name].variable_patterns())
+        print(f"sloeval: no {' or '.join(wanted)} channel is configured (see {variables})", file=sys.stderr)
         return EXIT_INVALID
     failures = 0
     for name, channel in channels.items():
-        message = render_test_message(name)
+        message = channel.test_message()
         for recipient in channel.recipients:
             try:
                 with anyio.fail_after(settings.notify_timeout + 5):
@@ -155,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(**({"slo_file": args.config} if getattr(args, "config", None) else {}))
+        channel_settings = load_channel_settings()
     except SettingsError as exc:
         print(f"sloeval: invalid settings: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -162,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _healthcheck(settings, args.ready)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        config = load_slo_file(settings.slo_file, min_window=settings.eval_interval)
+        config = load_slo_file(settings.slo_file, min_window=settings.eval_interval, channels=channel_names())
     except ConfigError as exc:
         print(f"sloeval: invalid config: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -180,9 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         at = args.at if args.at is not None else time.time()
         return anyio.run(_eval, settings, config, at, args.format)
     if args.command == "notify-test":
-        return anyio.run(_notify_test, settings, args.channel)
+        return anyio.run(_notify_test, settings, channel_settings, args.channel)
     try:
-        anyio.run(run_daemon, settings, config)
+        anyio.run(run_daemon, settings, config, channel_settings)
     except KeyboardInterrupt:
         pass
     except (OSError, StateStoreError) as exc:

@@ -7,15 +7,17 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Mapping
 
 import anyio
 import structlog
 from anyio import CancelScope
 
+from sloeval.alerting.channels import build_channels, channel_names
 from sloeval.alerting.dispatcher import Dispatcher
-from sloeval.alerting.engine import Alerting, build_channels
+from sloeval.alerting.engine import Alerting
 from sloeval.alerting.machine import firing_alerts
-from sloeval.config.settings import Settings
+from sloeval.config.settings import Settings, SettingsBase
 from sloeval.config.slo_file import SLOConfig
 from sloeval.config.watch import ConfigWatcher
 from sloeval.prometheus.client import http_client_for, prometheus_client_for
@@ -55,7 +57,7 @@ async def _watch_signals(scope: CancelScope, watcher: ConfigWatcher) -> None:
             return
 
 
-async def run_daemon(settings: Settings, config: SLOConfig) -> None:
+async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Mapping[str, SettingsBase]) -> None:
     """Run until SIGTERM/SIGINT. Raises StateStoreError or OSError when it cannot start."""
     # Scrape threads and the loop share one interpreter lock; a short switch interval lets the
     # loop get it back within half a millisecond instead of five during a burst of scrapes.
@@ -83,7 +85,7 @@ async def run_daemon(settings: Settings, config: SLOConfig) -> None:
             if not settings.prometheus_tls_verify:
                 log.warning("prometheus_tls_verification_disabled")
             client = prometheus_client_for(settings, http, lambda outcome: metrics.queries.labels(outcome).inc())
-            channels = build_channels(settings)
+            channels = build_channels(channel_settings, settings)
             alerting = Alerting(config, store, channels, settings)
             holder.publish_firing(_firing_rows(alerting))
             dispatchers = {
@@ -95,7 +97,7 @@ async def run_daemon(settings: Settings, config: SLOConfig) -> None:
                 )
                 for name, channel in channels.items()
             }
-            watcher = ConfigWatcher(config, min_window=settings.eval_interval)
+            watcher = ConfigWatcher(config, min_window=settings.eval_interval, channels=channel_names())
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, group.cancel_scope, watcher)
                 for dispatcher in dispatchers.values():

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from sloeval.alerting.channels import channel_names
 from sloeval.config.alert_rules import BudgetCondition, BurnRateCondition, SLIBelowCondition
 from sloeval.config.slo_file import ConfigError, load_slo_file, parse_slo_text
 
@@ -11,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def one(body: str, period: str = "30d", head: str = "", interval: float = 30.0):  # type: ignore[no-untyped-def]
     text = f"service: api\nperiod: {period}\n{head}slos:\n" + "".join(f"  {line}\n" for line in body.splitlines())
-    return parse_slo_text(text, PATH, min_window=interval)
+    return parse_slo_text(text, PATH, min_window=interval, channels=channel_names())
 
 
 RATIO = "- name: e\n  objective: 99\n  ratio: {bad: b, total: t}"

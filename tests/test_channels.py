@@ -16,10 +16,10 @@ import pytest
 from devtools.smtp_server import ReceivedMail, SmtpServer
 from devtools.telegram_stub import BotApiStub
 from sloeval.alerting.channels import DeliveryError
-from sloeval.alerting.channels.smtp import EmailChannel
-from sloeval.alerting.channels.telegram import TelegramChannel
+from sloeval.alerting.channels.smtp import EmailChannel, email_subject, render_plain
+from sloeval.alerting.channels.telegram import TelegramChannel, render_telegram
 from sloeval.alerting.grouping import MessageGroup
-from sloeval.alerting.messages import RenderedMessage, email_subject, render_plain, render_telegram
+from sloeval.alerting.messages import RenderedMessage
 from sloeval.alerting.model import AlertKey, Facts, Notification
 from sloeval.config.slo_file import SLODefinition, parse_slo_text
 

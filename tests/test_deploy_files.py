@@ -27,6 +27,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from sloeval.alerting.channels import load_channel_settings, settings_types
+from sloeval.alerting.channels.telegram import TelegramSettings
 from sloeval.cli import build_parser
 from sloeval.config.durations import parse_duration
 from sloeval.config.settings import ENV_PREFIX, Settings, SettingsError, load_settings
@@ -53,7 +55,7 @@ DASHBOARD_FILE = "sloeval-slo.json"
 DASHBOARD_UID = "sloeval-slo"
 DATASOURCE_UID = "prometheus"
 
-SETTING_VARS = frozenset(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+SETTING_VARS = frozenset(ENV_PREFIX + name.upper() for model in settings_types() for name in model.model_fields)
 SECRET_FILE_VARS = frozenset(
     f"{ENV_PREFIX}{name.upper()}_FILE"
     for name in ("telegram_bot_token", "smtp_password", "prometheus_password", "prometheus_bearer_token")
@@ -519,13 +521,16 @@ def test_env_example_gives_valid_settings(with_examples: bool, tmp_path: Path, m
     for name, value in container.items():
         monkeypatch.setenv(name, value)
     try:
-        settings = load_settings()
+        load_settings()
+        channels = load_channel_settings()
     except SettingsError as exc:
         pytest.fail(f"sloeval would not start with this .env: {exc}")
-    assert settings.telegram_bot_token is not None
+    telegram, email = channels["telegram"], channels["email"]
+    assert isinstance(telegram, TelegramSettings)
+    assert telegram.telegram_bot_token is not None
     if with_examples:
-        assert settings.telegram_enabled, "the examples turn Telegram on"
-        assert settings.email_enabled, "the examples turn email on"
+        assert telegram.enabled, "the examples turn Telegram on"
+        assert email.enabled, "the examples turn email on"
 
 
 def git_ignored(path: str) -> bool:

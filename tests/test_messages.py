@@ -1,7 +1,8 @@
 from pathlib import Path
 
+from sloeval.alerting.channels.smtp import email_subject, render_plain
+from sloeval.alerting.channels.telegram import TELEGRAM_LIMIT, render_telegram
 from sloeval.alerting.grouping import MessageGroup
-from sloeval.alerting.messages import TELEGRAM_LIMIT, email_subject, render_plain, render_telegram
 from sloeval.alerting.model import AlertKey, Facts, Notification
 from sloeval.config.slo_file import parse_slo_text
 

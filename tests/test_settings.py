@@ -5,9 +5,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sloeval.alerting.channels import load_channel_settings, settings_types
+from sloeval.alerting.channels.smtp import EmailSettings
+from sloeval.alerting.channels.telegram import TelegramSettings
 from sloeval.config.settings import Settings, SettingsError, load_settings
 
-FIELDS = sorted(Settings.model_fields)
+FIELDS = sorted({name for model in settings_types() for name in model.model_fields})
+
+
+def load_all() -> tuple[Settings, TelegramSettings, EmailSettings]:
+    """What the CLI reads at start: the daemon's settings and every channel's."""
+    settings, channels = load_settings(), load_channel_settings()
+    telegram, email = channels["telegram"], channels["email"]
+    assert isinstance(telegram, TelegramSettings)
+    assert isinstance(email, EmailSettings)
+    return settings, telegram, email
 
 
 @pytest.fixture(autouse=True)
@@ -18,16 +30,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults() -> None:
-    s = load_settings()
+    s, telegram, email = load_all()
     assert s.prometheus_url == "http://localhost:9090"
     assert s.eval_interval == 20
     assert (s.http_host, s.http_port) == ("0.0.0.0", 9180)
     assert s.metric_prefix == "samokoder"
     assert s.prometheus_tls_verify
-    assert s.smtp_tls == "starttls"
-    assert s.smtp_port_or_default == 587
-    assert not s.telegram_enabled
-    assert not s.email_enabled
+    assert email.smtp_tls == "starttls"
+    assert email.smtp_port_or_default == 587
+    assert not telegram.enabled
+    assert not email.enabled
 
 
 def test_secret_files_and_masking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +47,7 @@ def test_secret_files_and_masking(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     token.write_text("12345:very-secret-token\n")
     monkeypatch.setenv("SLOEVAL_TELEGRAM_BOT_TOKEN_FILE", str(token))
     monkeypatch.setenv("SLOEVAL_TELEGRAM_CHAT_IDS", "1, -1002")
-    s = load_settings()
+    _, s, _ = load_all()
     assert s.telegram_bot_token is not None
     assert s.telegram_bot_token.get_secret_value() == "12345:very-secret-token"
     assert s.telegram_chat_ids == ["1", "-1002"]
@@ -49,9 +61,9 @@ def test_empty_secret_file_counts_as_unset(tmp_path: Path, monkeypatch: pytest.M
     empty.write_text("\n")
     monkeypatch.setenv("SLOEVAL_TELEGRAM_BOT_TOKEN_FILE", str(empty))
     monkeypatch.setenv("SLOEVAL_TELEGRAM_CHAT_IDS", "42")
-    s = load_settings()
+    _, s, _ = load_all()
     assert s.telegram_bot_token is None
-    assert not s.telegram_enabled
+    assert not s.enabled
 
 
 def test_both_secret_and_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +72,7 @@ def test_both_secret_and_file_is_an_error(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("SLOEVAL_SMTP_PASSWORD", "pw-two")
     monkeypatch.setenv("SLOEVAL_SMTP_PASSWORD_FILE", str(secret))
     with pytest.raises(SettingsError) as info:
-        load_settings()
+        load_all()
     assert "SLOEVAL_SMTP_PASSWORD" in str(info.value)
     assert "pw-one" not in str(info.value)
     assert "pw-two" not in str(info.value)
@@ -85,7 +97,7 @@ def test_bad_settings_give_one_line_naming_the_variable(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as info:
-        load_settings()
+        load_all()
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -97,7 +109,7 @@ def test_fuzzed_environment_loads_or_fails_with_one_line(values: dict[str, str])
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        load_settings()
+        load_all()
     except SettingsError as exc:
         assert "\n" not in str(exc)
         assert "SLOEVAL_" in str(exc)  # names the variable(s), also for rules that span two

@@ -10,7 +10,6 @@ import structlog
 from sloeval.alerting.channels import Channel
 from sloeval.alerting.grouping import group_notifications
 from sloeval.alerting.machine import firing_alerts, step
-from sloeval.alerting.messages import render_plain, render_telegram
 from sloeval.alerting.model import AlertKey, AlertState
 from sloeval.alerting.rules import evaluate_rules
 from sloeval.config.settings import Settings
@@ -19,41 +18,6 @@ from sloeval.slo.snapshot import Snapshot
 from sloeval.state.sqlite import NewMessage, StateStore
 
 log = structlog.get_logger("sloeval.alerting")
-
-
-def build_channels(settings: Settings) -> dict[str, Channel]:
-    """The channels that are configured; a route naming another one is reported at start."""
-    channels: dict[str, Channel] = {}
-    if settings.telegram_enabled:
-        from sloeval.alerting.channels.telegram import TelegramChannel
-
-        assert settings.telegram_bot_token is not None
-        channels["telegram"] = TelegramChannel(
-            settings.telegram_bot_token.get_secret_value(),
-            tuple(settings.telegram_chat_ids),
-            api_url=settings.telegram_api_url,
-            timeout=settings.notify_timeout,
-            min_interval=settings.telegram_min_interval,
-        )
-    if settings.email_enabled and not settings.smtp_tls_verify and settings.smtp_tls != "none":
-        log.warning("smtp_tls_verification_disabled")
-    if settings.email_enabled:
-        from sloeval.alerting.channels.smtp import EmailChannel
-
-        assert settings.smtp_host is not None
-        channels["email"] = EmailChannel(
-            host=settings.smtp_host,
-            port=settings.smtp_port_or_default,
-            sender=settings.email_from,
-            recipients=tuple(settings.email_to),
-            tls=settings.smtp_tls,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            verify=settings.smtp_tls_verify,
-            ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
-            timeout=settings.notify_timeout,
-        )
-    return channels
 
 
 class Alerting:
@@ -101,7 +65,7 @@ class Alerting:
             if channel is None:
                 continue
             slo = self._slos[group.slo]
-            rendered = render_telegram(group, slo) if group.channel == "telegram" else render_plain(group, slo)
+            rendered = channel.render(group, slo)
             deadline = now + self._settings.notify_deadline
             messages += [
                 NewMessage(group.channel, r, rendered.subject, rendered.text, rendered.html, deadline)

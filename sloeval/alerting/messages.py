@@ -1,21 +1,18 @@
-"""Rendering notifications for people: Telegram HTML and email (plain text + HTML). Pure.
+"""What every message says, whatever the channel: headline, facts, item titles, links (pure).
 
-Every value that comes from config or from label values is escaped; messages are capped
-to what the channel accepts; email headers never carry CR/LF from label values.
+Each channel module renders these parts in its own markup (``alerting.channels``); every value
+that comes from config or from label values is escaped there, and messages are capped to what
+the channel accepts.
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 from sloeval.alerting.grouping import MessageGroup
 from sloeval.alerting.model import Facts, Notification
 from sloeval.config.durations import format_duration
 from sloeval.config.slo_file import SLODefinition
-
-TELEGRAM_LIMIT = 4096
-SUBJECT_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -45,14 +42,14 @@ def _format_labels(labels: tuple[tuple[str, str], ...]) -> str:
     return text if len(text) <= 500 else text[:500] + "…"
 
 
-def _labels_text(group: MessageGroup) -> str:
+def labels_text(group: MessageGroup) -> str:
     return _format_labels(group.labels)
 
 
 def headline(group: MessageGroup, slo: SLODefinition) -> str:
     count = len(group.notifications)
     status = group.status.upper()
-    labels = _labels_text(group)
+    labels = labels_text(group)
     where = f" {{{labels}}}" if labels else ""
     return f"{status}: {slo.name}{where} [{group.severity}] {count} alert{'s' if count != 1 else ''}"
 
@@ -81,7 +78,7 @@ def fact_lines(facts: Facts) -> list[str]:
     return lines
 
 
-def _item_title(notification: Notification, group: MessageGroup) -> str:
+def item_title(notification: Notification, group: MessageGroup) -> str:
     state = (
         "RESOLVED" if notification.status == "resolved" else ("FIRING (repeat)" if notification.repeat else "FIRING")
     )
@@ -91,77 +88,13 @@ def _item_title(notification: Notification, group: MessageGroup) -> str:
     return f"{state} {notification.key.alert}{where} [{notification.severity}]: {notification.facts.condition}"
 
 
-def _links(slo: SLODefinition, alert: str | None) -> list[tuple[str, str]]:
+def links_of(slo: SLODefinition, alert: str | None) -> list[tuple[str, str]]:
     links = []
     if slo.dashboard_url:
         links.append(("Dashboard", slo.dashboard_url))
     if slo.runbook_url:
         links.append(("Runbook", slo.runbook_url.replace("{alert}", alert or "")))
     return links
-
-
-def render_plain(group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
-    lines = [
-        headline(group, slo),
-        "",
-        f"SLO: {slo.name} ({slo.slo_type}, objective {100 * slo.objective:g}% over {slo.period_name})",
-    ]
-    lines.append(f"Service: {slo.service}")
-    if group.labels:
-        lines.append(f"Labels: {_labels_text(group)}")
-    for notification in group.notifications:
-        lines += ["", _item_title(notification, group)]
-        lines += [f"  {line}" for line in fact_lines(notification.facts)]
-    links = _links(slo, group.notifications[0].key.alert)
-    if links:
-        lines.append("")
-        lines += [f"{name}: {url}" for name, url in links]
-    return RenderedMessage(subject=email_subject(group, slo), text="\n".join(lines), html=render_email_html(group, slo))
-
-
-def email_subject(group: MessageGroup, slo: SLODefinition) -> str:
-    """One line: status first, no CR/LF or other control characters from label values."""
-    text = f"[{group.status.upper()}] " + headline(group, slo).split(": ", 1)[1]
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
-    return cleaned[:SUBJECT_LIMIT]
-
-
-def render_email_html(group: MessageGroup, slo: SLODefinition) -> str:
-    e = html.escape
-    parts = [f"<h3>{e(headline(group, slo))}</h3>", "<p>"]
-    objective = f"objective {100 * slo.objective:g}% over {slo.period_name}"
-    parts.append(f"SLO <b>{e(slo.name)}</b> ({e(slo.slo_type)}, {e(objective)})<br>")
-    parts.append(f"Service {e(slo.service)}")
-    if group.labels:
-        parts.append(f"<br>Labels {e(_labels_text(group))}")
-    parts.append("</p>")
-    for notification in group.notifications:
-        parts.append(f"<p><b>{e(_item_title(notification, group))}</b><br>")
-        parts.append("<br>".join(e(line) for line in fact_lines(notification.facts)))
-        parts.append("</p>")
-    links = _links(slo, group.notifications[0].key.alert)
-    if links:
-        parts.append("<p>" + " | ".join(f'<a href="{e(url)}">{e(name)}</a>' for name, url in links) + "</p>")
-    return "".join(parts)
-
-
-def render_telegram(group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
-    """Telegram HTML (parse_mode=HTML), every value escaped, at most 4096 characters."""
-    e = html.escape
-    lines = [f"<b>{e(headline(group, slo))}</b>"]
-    objective = f"{100 * slo.objective:g}% / {slo.period_name}"
-    lines.append(f"SLO <b>{e(slo.name)}</b> ({e(slo.slo_type)}, {e(objective)}), service {e(slo.service)}")
-    if group.labels:
-        lines.append(f"labels: <code>{e(_labels_text(group))}</code>")
-    for notification in group.notifications:
-        lines.append("")
-        lines.append(f"<b>{e(_item_title(notification, group))}</b>")
-        lines += [e(line) for line in fact_lines(notification.facts)]
-    links = _links(slo, group.notifications[0].key.alert)
-    if links:
-        lines.append("")
-        lines.append(" | ".join(f'<a href="{e(url)}">{e(name)}</a>' for name, url in links))
-    return RenderedMessage(subject=headline(group, slo), text=fit_lines(lines, TELEGRAM_LIMIT))
 
 
 def fit_lines(lines: list[str], limit: int) -> str:
@@ -178,7 +111,9 @@ def fit_lines(lines: list[str], limit: int) -> str:
     return "\n".join(kept)
 
 
-def render_test_message(channel: str) -> RenderedMessage:
-    subject = "[TEST] sloeval notification test"
-    text = f"{subject}\n\nThis is a test message from sloeval through the {channel} channel. No action needed."
-    return RenderedMessage(subject=subject, text=html.escape(text) if channel == "telegram" else text, html=None)
+TEST_SUBJECT = "[TEST] sloeval notification test"
+
+
+def test_message_text(channel: str) -> str:
+    """The text of ``sloeval notify-test`` (plain; a channel with markup escapes it)."""
+    return f"{TEST_SUBJECT}\n\nThis is a test message from sloeval through the {channel} channel. No action needed."

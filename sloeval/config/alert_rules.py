@@ -13,12 +13,22 @@ from datetime import datetime
 from functools import cache
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from sloeval.config.durations import duration_from_config, format_duration
 
 Severity = Literal["critical", "warning", "info"]
-Channel = Literal["telegram", "email"]
+CHANNELS_CONTEXT = "channels"
+"""Validation context key: the channel names routes may use (the channel modules' names)."""
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 THIRTY_DAYS = 30 * 86400
 
@@ -94,7 +104,17 @@ class RouteSpec(_Strict):
     """Which channels a severity goes to."""
 
     severity: list[Severity] = Field(min_length=1, description="Severities this route takes.")
-    channels: list[Channel] = Field(min_length=1, description="telegram and/or email.")
+    channels: list[str] = Field(min_length=1, description="Channel names: telegram and/or email.")
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        known = (info.context or {}).get(CHANNELS_CONTEXT)
+        if known is not None:
+            for name in value:
+                if name not in known:
+                    raise ValueError(f"unknown channel {name!r}; channels are {', '.join(sorted(known))}")
+        return value
 
 
 class NotifySpec(_Strict):

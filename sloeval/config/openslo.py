@@ -39,6 +39,7 @@ from typing import Any
 
 from sloeval.config.durations import format_duration, parse_duration
 from sloeval.config.selectors import Selector, SelectorError, parse_selector
+from sloeval.errors import SloevalError
 
 API_VERSION = "openslo/v1"
 KINDS = ("SLO", "SLI", "DataSource", "Service", "AlertPolicy", "AlertCondition", "AlertNotificationTarget")
@@ -61,12 +62,17 @@ _SELECTOR_HINT = (
 )
 
 
-class OpenSLOError(Exception):
+class OpenSLOError(SloevalError):
     """An OpenSLO object sloeval cannot read; ``str()`` is one line without the file name."""
 
-    def __init__(self, where: str, field: str, message: str) -> None:
-        super().__init__(": ".join(part for part in (where, field, message) if part))
-        self.where, self.field, self.message = where, field, message
+    where: str
+    field: str
+    detail: str
+
+    def __init__(self, where: str, field: str, detail: str) -> None:
+        super().__init__(
+            ": ".join(part for part in (where, field, detail) if part), where=where, field=field, detail=detail
+        )
 
 
 def _quote(value: object) -> str:
@@ -87,7 +93,7 @@ def is_openslo(documents: Sequence[object]) -> bool:
 # --- queries ------------------------------------------------------------------------------
 
 
-class QueryError(ValueError):
+class QueryError(SloevalError, ValueError):
     """A query that is not a (summed, rated) series selector."""
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from sloeval.errors import SloevalError
+
 MatchOp = Literal["=", "!=", "=~", "!~"]
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -30,7 +32,7 @@ _SIMPLE_ESCAPES = {
 }
 
 
-class SelectorError(ValueError):
+class SelectorError(SloevalError, ValueError):
     """The text is not a valid PromQL series selector."""
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sloeval.config.selectors import is_metric_name
+from sloeval.errors import SloevalError
 
 ENV_PREFIX = "SLOEVAL_"
 
 
-class SettingsError(Exception):
+class SettingsError(SloevalError):
     """Invalid settings, with a one-line message naming the variable."""
 
 
@@ -26,10 +27,61 @@ def _comma_list(value: object) -> object:
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
-class Settings(BaseSettings):
-    """Everything the daemon reads from its environment."""
+class SettingsBase(BaseSettings):
+    """``SLOEVAL_*`` variables. A secret field ``x`` (``SecretStr``) may instead come from the file that
+    the field ``x_file`` names (``SLOEVAL_X_FILE``, for container secrets); an empty file counts as unset."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Self:
+        fields = type(self).model_fields
+        for name in fields:
+            if f"{name}_file" not in fields:
+                continue
+            file_path: Path | None = getattr(self, f"{name}_file")
+            if file_path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"set only one of {ENV_PREFIX}{name.upper()} and {ENV_PREFIX}{name.upper()}_FILE")
+            try:
+                secret = file_path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"cannot read {ENV_PREFIX}{name.upper()}_FILE: {exc.strerror}") from None
+            if secret:  # an empty file (an unused channel's placeholder secret) counts as unset
+                object.__setattr__(self, name, SecretStr(secret))
+        return self
+
+    @classmethod
+    def load(cls, **overrides: object) -> Self:
+        """Read from the environment; raise SettingsError with a one-line message naming the variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False, include_input=False)[0]
+            loc = [str(p) for p in error["loc"]]
+            variable = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            raise SettingsError(" ".join(f"{variable}: {message}".split())) from None
+
+
+def http_url(value: str) -> str:
+    """A base URL setting: http(s) only, without a trailing slash."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+def email_addresses(value: str | list[str]) -> str | list[str]:
+    """One plain address or a list of them (no display names, no header tricks)."""
+    for address in [value] if isinstance(value, str) else value:
+        if "@" not in address or any(ch in address for ch in "\r\n<>,; "):
+            raise ValueError(f"{address!r} is not a plain email address")
+    return value
+
+
+class Settings(SettingsBase):
+    """What the daemon reads from its environment, but for each channel's own settings (``alerting.channels``)."""
 
     prometheus_url: str = Field("http://localhost:9090", description="Base URL of the Prometheus HTTP API.")
     slo_file: Path = Field(Path("config/slos.yaml"), description="Path of the SLO file.")
@@ -66,42 +118,14 @@ class Settings(BaseSettings):
     stale_alert_after: float = Field(600.0, gt=0, description="Seconds of missing data before SLODataMissing.")
     notify_deadline: float = Field(3600.0, gt=0, description="Seconds a message is retried before it is dropped.")
     notify_timeout: float = Field(15.0, gt=0, le=300, description="Seconds one delivery attempt may take.")
-    telegram_bot_token: SecretStr | None = Field(None, description="Bot token from @BotFather.")
-    telegram_bot_token_file: Path | None = Field(None, description="File holding the bot token.")
-    telegram_chat_ids: CommaList = Field(default_factory=list, description="Comma list of chat ids to page.")
-    telegram_api_url: str = Field("https://api.telegram.org", description="Bot API server (a local one works).")
-    telegram_min_interval: float = Field(1.0, ge=0, description="Seconds between two messages to one chat.")
-    smtp_host: str | None = Field(None, description="SMTP server; email is off when unset.")
-    smtp_port: int | None = Field(None, ge=1, le=65535, description="Default 587 (starttls), 465 (implicit), 25.")
-    smtp_username: str | None = Field(None, description="SMTP AUTH user.")
-    smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
-    smtp_password_file: Path | None = Field(None, description="File holding the SMTP password.")
-    smtp_tls: Literal["starttls", "implicit", "none"] = Field("starttls", description="How SMTP is encrypted.")
-    smtp_tls_verify: bool = Field(True, description="Verify the SMTP server's certificate.")
-    smtp_ca_file: Path | None = Field(None, description="CA bundle to verify the SMTP server.")
-    email_from: str = Field("sloeval@localhost", description="From address of alert emails.")
-    email_to: CommaList = Field(default_factory=list, description="Comma list of recipients.")
 
-    @field_validator("prometheus_url", "telegram_api_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+    _prometheus_url = field_validator("prometheus_url")(http_url)
 
     @field_validator("metric_prefix")
     @classmethod
     def _metric_prefix(cls, value: str) -> str:
         if not is_metric_name(value) or ":" in value:
             raise ValueError("must be a metric name prefix such as 'samokoder'")
-        return value
-
-    @field_validator("email_from", "email_to")
-    @classmethod
-    def _addresses(cls, value: str | list[str]) -> str | list[str]:
-        for address in [value] if isinstance(value, str) else value:
-            if "@" not in address or any(ch in address for ch in "\r\n<>,; "):
-                raise ValueError(f"{address!r} is not a plain email address")
         return value
 
     @property
@@ -113,20 +137,6 @@ class Settings(BaseSettings):
             host = "***@" + host.rsplit("@", 1)[1]
         return f"{scheme}{sep}{host}{slash}{path}"
 
-    @property
-    def smtp_port_or_default(self) -> int:
-        if self.smtp_port is not None:
-            return self.smtp_port
-        return {"starttls": 587, "implicit": 465, "none": 25}[self.smtp_tls]
-
-    @property
-    def telegram_enabled(self) -> bool:
-        return self.telegram_bot_token is not None and bool(self.telegram_chat_ids)
-
-    @property
-    def email_enabled(self) -> bool:
-        return self.smtp_host is not None and bool(self.email_to)
-
     @model_validator(mode="after")
     def _one_prometheus_auth(self) -> Settings:
         password = self.prometheus_password is not None or self.prometheus_password_file is not None
@@ -137,30 +147,7 @@ class Settings(BaseSettings):
             raise ValueError("use either basic auth (username/password) or a bearer token for Prometheus, not both")
         return self
 
-    @model_validator(mode="after")
-    def _read_secret_files(self) -> Settings:
-        for name in ("prometheus_password", "prometheus_bearer_token", "telegram_bot_token", "smtp_password"):
-            file_path: Path | None = getattr(self, f"{name}_file")
-            if file_path is None:
-                continue
-            if getattr(self, name) is not None:
-                raise ValueError(f"set only one of {ENV_PREFIX}{name.upper()} and {ENV_PREFIX}{name.upper()}_FILE")
-            try:
-                secret = file_path.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ValueError(f"cannot read {ENV_PREFIX}{name.upper()}_FILE: {exc.strerror}") from None
-            if secret:  # an empty file (an unused channel's placeholder secret) counts as unset
-                object.__setattr__(self, name, SecretStr(secret))
-        return self
-
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment; raise SettingsError with a one-line message."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        error = exc.errors(include_url=False, include_input=False)[0]
-        loc = [str(p) for p in error["loc"]]
-        variable = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
-        message = error["msg"].removeprefix("Value error, ")
-        raise SettingsError(" ".join(f"{variable}: {message}".split())) from None
+    return Settings.load(**overrides)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -29,6 +30,7 @@ from pydantic import (
 )
 
 from sloeval.config.alert_rules import (
+    CHANNELS_CONTEXT,
     AlertRule,
     AlertSpec,
     NotifyPolicy,
@@ -41,6 +43,7 @@ from sloeval.config.alert_rules import (
 from sloeval.config.durations import duration_from_config, format_duration, parse_duration
 from sloeval.config.openslo import OpenSLOError, is_openslo, translate
 from sloeval.config.selectors import Selector, SelectorError, is_label_name, parse_selector
+from sloeval.errors import SloevalError
 
 #: Windows evaluated for every SLO in addition to its period.
 STANDARD_WINDOWS: tuple[int, ...] = (300, 1800, 3600, 7200, 21600, 86400, 259200)
@@ -50,7 +53,7 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 DEFAULT_PERIOD = "30d"
 
 
-class ConfigError(Exception):
+class ConfigError(SloevalError):
     """A configuration problem, with a one-line message fit for the user."""
 
 
@@ -381,10 +384,12 @@ def _fill(template: str | None, slo: str) -> str | None:
     return None if template is None else template.replace("{slo}", slo)
 
 
-class _CompileError(Exception):
+class _CompileError(SloevalError):
+    slo: str
+    field: str
+
     def __init__(self, slo: str, field: str, message: str) -> None:
-        super().__init__(message)
-        self.slo, self.field, self.message = slo, field, message
+        super().__init__(message, slo=slo, field=field)
 
 
 # --- loading --------------------------------------------------------------------------
@@ -450,8 +455,13 @@ def _describe_validation_error(path: Path, raw: Any, error: ValidationError) -> 
     return _one_line(line)
 
 
-def parse_slo_text(text: str, path: Path, *, min_window: float = 30.0) -> SLOConfig:
-    """Validate SLO file contents; raise :class:`ConfigError` with a one-line message."""
+def parse_slo_text(
+    text: str, path: Path, *, min_window: float = 30.0, channels: Collection[str] | None = None
+) -> SLOConfig:
+    """Validate SLO file contents; raise :class:`ConfigError` with a one-line message.
+
+    ``channels`` are the names routes may use (the channel modules'); None leaves them unchecked.
+    """
     try:
         loaded = yaml.load_all(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
         documents = [document for document in loaded if document is not None]
@@ -476,7 +486,7 @@ def parse_slo_text(text: str, path: Path, *, min_window: float = 30.0) -> SLOCon
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the file must be a mapping with 'service', 'period' and 'slos'")
     try:
-        spec = SLOFileSpec.model_validate(raw)
+        spec = SLOFileSpec.model_validate(raw, context={CHANNELS_CONTEXT: channels})
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(path, raw, exc)) from None
     try:
@@ -487,7 +497,7 @@ def parse_slo_text(text: str, path: Path, *, min_window: float = 30.0) -> SLOCon
     return SLOConfig(path=path, service=spec.service, slos=slos, notify=notify, source_format=source_format)
 
 
-def load_slo_file(path: Path, *, min_window: float = 30.0) -> SLOConfig:
+def load_slo_file(path: Path, *, min_window: float = 30.0, channels: Collection[str] | None = None) -> SLOConfig:
     """Read and validate the SLO file at ``path``."""
     try:
         size = path.stat().st_size
@@ -500,4 +510,4 @@ def load_slo_file(path: Path, *, min_window: float = 30.0) -> SLOConfig:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return parse_slo_text(text, path, min_window=min_window)
+    return parse_slo_text(text, path, min_window=min_window, channels=channels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 
 import structlog
@@ -33,9 +34,10 @@ class ConfigWatcher:
     An invalid new file is rejected with its reason logged once, and the running config stays.
     """
 
-    def __init__(self, config: SLOConfig, *, min_window: float) -> None:
+    def __init__(self, config: SLOConfig, *, min_window: float, channels: Collection[str] | None = None) -> None:
         self._path = config.path
         self._min_window = min_window
+        self._channels = channels
         self._stat = _fingerprint(self._path)
         self._digest = _digest(self._path)
         self.reload_requested = False
@@ -52,7 +54,7 @@ class ConfigWatcher:
             return None
         self._digest = digest
         try:
-            config = load_slo_file(self._path, min_window=self._min_window)
+            config = load_slo_file(self._path, min_window=self._min_window, channels=self._channels)
         except ConfigError as exc:
             log.error("config_reload_rejected", error=str(exc), hint="the previous SLO file stays in use")
             return None

@@ -104,10 +104,8 @@ class PrometheusClient:
         try:
             result = parse_query_response(payload, promql)
         except PrometheusQueryError as exc:
-            exc.status_code = response.status_code
-            exc.retryable = exc.retryable or response.status_code in _RETRYABLE_STATUS
             self._on_attempt("error")
-            raise
+            raise exc.answered_with(response.status_code, retryable=response.status_code in _RETRYABLE_STATUS) from None
         self._on_attempt("success")
         if self._on_stats is not None:
             stats = payload.get("data", {}).get("stats")

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sloeval.errors import SloevalError
+
 #: Prometheus ``errorType`` values where another attempt can succeed.
 RETRYABLE_ERROR_TYPES = frozenset({"timeout", "unavailable"})
 
@@ -22,8 +24,13 @@ class QueryResult:
     warnings: tuple[str, ...] = field(default=())
 
 
-class PrometheusQueryError(Exception):
+class PrometheusQueryError(SloevalError):
     """A query failed; ``retryable`` says whether asking again can help."""
+
+    query: str
+    error_type: str | None
+    status_code: int | None
+    retryable: bool
 
     def __init__(
         self,
@@ -34,15 +41,17 @@ class PrometheusQueryError(Exception):
         status_code: int | None = None,
         retryable: bool = False,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.query = query
-        self.error_type = error_type
-        self.status_code = status_code
-        self.retryable = retryable
+        super().__init__(message, query=query, error_type=error_type, status_code=status_code, retryable=retryable)
 
-    def __str__(self) -> str:
-        return self.message
+    def answered_with(self, status_code: int, *, retryable: bool) -> PrometheusQueryError:
+        """The same error, known to have come with an HTTP status (a new error: errors do not change)."""
+        return PrometheusQueryError(
+            self.message,
+            query=self.query,
+            error_type=self.error_type,
+            status_code=status_code,
+            retryable=self.retryable or retryable,
+        )
 
 
 def parse_value(text: object) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from sloeval.alerting.model import AlertKey, AlertState
+from sloeval.errors import SloevalError
 
 log = structlog.get_logger("sloeval.state")
 
@@ -44,7 +45,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, channel, next_attempt_a
 KEEP_DONE_SECONDS = 7 * 86400
 
 
-class StateStoreError(Exception):
+class StateStoreError(SloevalError):
     """The state directory cannot be used; the message says why and what to do."""
 
 

@@ -21,6 +21,7 @@ from sloeval.alerting.channels import (
     channel_names,
     load_channel_settings,
 )
+from sloeval.alerting.store import StateStoreError
 from sloeval.config.settings import Settings, SettingsBase, SettingsError, load_settings
 from sloeval.config.slo_file import ConfigError, SLOConfig, SLODefinition, load_slo_file
 from sloeval.daemon import run_daemon
@@ -29,7 +30,6 @@ from sloeval.prometheus.client import http_client_for, prometheus_client_for
 from sloeval.slo.evaluator import Evaluator
 from sloeval.slo.online_check import check_slo
 from sloeval.slo.render import render_json, render_table
-from sloeval.state.sqlite import StateStoreError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 

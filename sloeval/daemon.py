@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from sloeval.alerting.channels import build_channels, channel_names
 from sloeval.alerting.dispatcher import Dispatcher
 from sloeval.alerting.engine import Alerting
 from sloeval.alerting.machine import firing_alerts
+from sloeval.alerting.store import StateStoreError
 from sloeval.config.settings import Settings, SettingsBase
 from sloeval.config.slo_file import SLOConfig
 from sloeval.config.watch import ConfigWatcher
@@ -24,7 +24,7 @@ from sloeval.prometheus.client import http_client_for, prometheus_client_for
 from sloeval.serve.exporter import DaemonMetrics, SnapshotHolder
 from sloeval.serve.http import MetricsServer, build_app
 from sloeval.slo.evaluator import Evaluator, QueryClient
-from sloeval.state.sqlite import StateStore
+from sloeval.state import open_state_store
 
 log = structlog.get_logger("sloeval.daemon")
 SWITCH_INTERVAL = 0.0005
@@ -62,7 +62,7 @@ async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Ma
     # Scrape threads and the loop share one interpreter lock; a short switch interval lets the
     # loop get it back within half a millisecond instead of five during a burst of scrapes.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    store = StateStore.open(settings.state_dir)
+    store = open_state_store(settings)
     holder = SnapshotHolder()
     metrics = DaemonMetrics(holder, settings.metric_prefix)
     app = build_app(
@@ -179,6 +179,6 @@ class _EvaluationLoop:
         try:
             for channel in await self._alerting.on_snapshot(snapshot):
                 self._dispatchers[channel].wake()
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, StateStoreError) as exc:
             log.error("alert_state_not_saved", error=str(exc), hint="check SLOEVAL_STATE_DIR (full, read-only?)")
         self._holder.publish_firing(_firing_rows(self._alerting))

@@ -18,7 +18,8 @@ from devtools.telegram_stub import BotApiStub
 from sloeval.alerting.channels.smtp import EmailChannel
 from sloeval.alerting.channels.telegram import TelegramChannel
 from sloeval.alerting.dispatcher import MAX_BACKOFF, Dispatcher, backoff_delay
-from sloeval.state.sqlite import NewMessage, StateStore
+from sloeval.alerting.store import NewMessage, StateStore
+from sloeval.state.sqlite import SQLiteStateStore
 
 CHAT = "4242"
 ONCALL = "oncall@example.test"
@@ -32,7 +33,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(tmp_path)
+    opened = SQLiteStateStore.open(tmp_path)
     yield opened
     with contextlib.suppress(sqlite3.ProgrammingError):
         opened.close()
@@ -301,7 +302,7 @@ async def test_wake_delivers_new_message_without_waiting_for_idle_poll(store: St
 async def test_pending_message_survives_restart(tmp_path: Path) -> None:
     with SmtpServer() as probe:
         port = probe.port  # a port that is free again once this server stops
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     outcomes = Outcomes()
     queue(store, "email", ONCALL, "survives\n")
     assert await Dispatcher(store, email(port), attempt_timeout=2.0, on_outcome=outcomes).deliver_due() == 0
@@ -309,7 +310,7 @@ async def test_pending_message_survives_restart(tmp_path: Path) -> None:
     assert store.counts() == {("email", "pending"): 1}
     store.close()
 
-    reopened = StateStore.open(tmp_path)
+    reopened = SQLiteStateStore.open(tmp_path)
     try:
         assert reopened.counts() == {("email", "pending"): 1}
         [item] = reopened.due("email", time.time() + 60)
@@ -329,7 +330,7 @@ async def test_pending_message_survives_restart(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_worker_survives_an_unusable_outbox(tmp_path: Path, stub: BotApiStub) -> None:
-    broken = StateStore.open(tmp_path / "broken")
+    broken = SQLiteStateStore.open(tmp_path / "broken")
     broken.close()  # every store call now raises sqlite3.ProgrammingError
     channel = telegram(stub)
     dispatcher = Dispatcher(broken, channel, attempt_timeout=2.0)

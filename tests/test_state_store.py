@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from sloeval.alerting.model import AlertKey, AlertState, Facts
+from sloeval.alerting.store import NewMessage, StateStore, StateStoreError
 from sloeval.state import sqlite as state_store
-from sloeval.state.sqlite import DB_NAME, NewMessage, StateStore, StateStoreError
+from sloeval.state.sqlite import DB_NAME, SQLiteStateStore
 
 NOW = 1_700_000_000.0
 
@@ -42,7 +43,7 @@ def message(channel: str | None = "telegram", subject: str = "FIRING: api-errors
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(tmp_path)
+    opened = SQLiteStateStore.open(tmp_path)
     yield opened
     opened.close()
 
@@ -54,11 +55,11 @@ def outbox_subjects(path: Path) -> list[str]:
 
 def test_round_trip_after_reopen(tmp_path: Path) -> None:
     second = AlertKey("api-latency", "SlowBurn")
-    first = StateStore.open(tmp_path)
+    first = SQLiteStateStore.open(tmp_path)
     first.commit_cycle({KEY: FIRING, second: PENDING}, [message()], NOW)
     first.close()
 
-    reopened = StateStore.open(tmp_path)
+    reopened = SQLiteStateStore.open(tmp_path)
     try:
         loaded = reopened.load_alerts()
         assert loaded == {KEY: FIRING, second: PENDING}
@@ -81,7 +82,7 @@ def test_round_trip_after_reopen(tmp_path: Path) -> None:
         assert reopened.load_alerts() == {second: PENDING}
     finally:
         reopened.close()
-    with contextlib.closing(StateStore.open(tmp_path)) as third:
+    with contextlib.closing(SQLiteStateStore.open(tmp_path)) as third:
         assert third.load_alerts() == {second: PENDING}
 
 
@@ -112,7 +113,7 @@ def corrupt_files(directory: Path) -> list[Path]:
 def test_garbage_database_is_moved_aside(tmp_path: Path) -> None:
     garbage = b"this is not an SQLite database\x00\xff" * 200
     (tmp_path / DB_NAME).write_bytes(garbage)
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     try:
         [aside] = corrupt_files(tmp_path)
         assert aside.read_bytes() == garbage
@@ -125,12 +126,12 @@ def test_garbage_database_is_moved_aside(tmp_path: Path) -> None:
 
 
 def test_truncated_database_is_moved_aside(tmp_path: Path) -> None:
-    good = StateStore.open(tmp_path)
+    good = SQLiteStateStore.open(tmp_path)
     good.commit_cycle({KEY: FIRING}, [message()], NOW)
     good.close()
     path = tmp_path / DB_NAME
     path.write_bytes(path.read_bytes()[:1500])  # header intact, pages cut off
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     try:
         assert len(corrupt_files(tmp_path)) == 1
         assert store.load_alerts() == {}
@@ -140,7 +141,7 @@ def test_truncated_database_is_moved_aside(tmp_path: Path) -> None:
 
 
 def insert_alert_row(directory: Path, key_id: str, state: str) -> None:
-    StateStore.open(directory).close()
+    SQLiteStateStore.open(directory).close()
     with contextlib.closing(sqlite3.connect(directory / DB_NAME)) as db, db:
         db.execute("INSERT INTO alerts (id, state) VALUES (?, ?)", (key_id, state))
         db.execute(
@@ -162,7 +163,7 @@ BAD_STATES = {
 @pytest.mark.parametrize("bad", list(BAD_STATES.values()), ids=list(BAD_STATES))
 def test_unparseable_alert_state_is_moved_aside(tmp_path: Path, bad: str) -> None:
     insert_alert_row(tmp_path, KEY.to_id(), bad)
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     try:
         [aside] = corrupt_files(tmp_path)
         assert store.load_alerts() == {}
@@ -174,7 +175,7 @@ def test_unparseable_alert_state_is_moved_aside(tmp_path: Path, bad: str) -> Non
 
 def test_unparseable_alert_id_is_moved_aside(tmp_path: Path) -> None:
     insert_alert_row(tmp_path, "{not json", GOOD_STATE)
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     try:
         assert len(corrupt_files(tmp_path)) == 1
         assert store.load_alerts() == {}
@@ -186,7 +187,7 @@ def test_alert_state_with_malformed_facts_is_moved_aside(tmp_path: Path) -> None
     data = json.loads(GOOD_STATE)
     data["facts"]["burn_rates"] = "1h"
     insert_alert_row(tmp_path, KEY.to_id(), json.dumps(data))
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     try:
         assert len(corrupt_files(tmp_path)) == 1
         assert store.load_alerts() == {}
@@ -195,7 +196,7 @@ def test_alert_state_with_malformed_facts_is_moved_aside(tmp_path: Path) -> None
 
 
 def test_locked_database_is_not_moved_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = StateStore.open(tmp_path)
+    first = SQLiteStateStore.open(tmp_path)
     first.commit_cycle({KEY: FIRING}, [], NOW)
     first.close()
     holder = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
@@ -209,7 +210,7 @@ def test_locked_database_is_not_moved_aside(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(state_store.sqlite3, "connect", short_busy_timeout)
     try:
         with pytest.raises(StateStoreError):
-            StateStore.open(tmp_path).close()
+            SQLiteStateStore.open(tmp_path).close()
         assert corrupt_files(tmp_path) == []
     finally:
         holder.execute("ROLLBACK")
@@ -217,7 +218,7 @@ def test_locked_database_is_not_moved_aside(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_waits_for_a_short_lock(tmp_path: Path) -> None:
-    first = StateStore.open(tmp_path)
+    first = SQLiteStateStore.open(tmp_path)
     first.commit_cycle({KEY: FIRING}, [], NOW)
     first.close()
     holder = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None, check_same_thread=False)
@@ -225,7 +226,7 @@ def test_waits_for_a_short_lock(tmp_path: Path) -> None:
     release = threading.Timer(0.3, lambda: holder.execute("ROLLBACK"))
     release.start()
     try:
-        store = StateStore.open(tmp_path)
+        store = SQLiteStateStore.open(tmp_path)
     finally:
         release.join()
         holder.close()
@@ -244,7 +245,7 @@ def test_read_only_directory(tmp_path: Path) -> None:
         if os.access(directory, os.W_OK):
             pytest.skip("running with privileges that can write anyway (root)")
         with pytest.raises(StateStoreError, match="not writable") as info:
-            StateStore.open(directory)
+            SQLiteStateStore.open(directory)
         assert str(directory) in str(info.value)
         assert not (directory / DB_NAME).exists()
     finally:
@@ -256,7 +257,7 @@ def test_directory_that_cannot_be_created(tmp_path: Path) -> None:
     blocker.write_text("a regular file, not a directory")
     target = blocker / "state"
     with pytest.raises(StateStoreError, match="cannot create state directory") as info:
-        StateStore.open(target)
+        SQLiteStateStore.open(target)
     assert str(target) in str(info.value)
     assert blocker.read_text() == "a regular file, not a directory"
 
@@ -264,8 +265,9 @@ def test_directory_that_cannot_be_created(tmp_path: Path) -> None:
 def test_commit_cycle_is_atomic(store: StateStore) -> None:
     store.commit_cycle({KEY: FIRING}, [message(subject="first")], NOW)
     other = AlertKey("api-latency", "SlowBurn")
-    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+    with pytest.raises(StateStoreError, match="NOT NULL") as info:
         store.commit_cycle({other: PENDING}, [message(subject="ok"), message(channel=None)], NOW + 60)
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)  # the driver's error, behind the store's own
     assert store.load_alerts() == {KEY: FIRING}
     assert store.counts() == {("telegram", "pending"): 1}
     assert [item.subject for item in store.due("telegram", NOW + 3600)] == ["first"]
@@ -276,12 +278,13 @@ def test_commit_cycle_is_atomic(store: StateStore) -> None:
 
 
 def test_commit_cycle_is_atomic_across_reopen(tmp_path: Path) -> None:
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     store.commit_cycle({KEY: FIRING}, [], NOW)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StateStoreError) as info:
         store.commit_cycle({}, [message(subject="lost"), message(channel=None)], NOW)
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
     store.close()
-    reopened = StateStore.open(tmp_path)
+    reopened = SQLiteStateStore.open(tmp_path)
     try:
         assert reopened.load_alerts() == {KEY: FIRING}
         assert reopened.counts() == {}
@@ -290,7 +293,7 @@ def test_commit_cycle_is_atomic_across_reopen(tmp_path: Path) -> None:
 
 
 def test_old_finished_messages_are_pruned_on_open(tmp_path: Path) -> None:
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     store.commit_cycle({}, [message(subject="old"), message(subject="recent"), message(subject="pending")], NOW)
     now = time.time()
     [old] = store.due("telegram", NOW)
@@ -298,7 +301,7 @@ def test_old_finished_messages_are_pruned_on_open(tmp_path: Path) -> None:
     [recent] = store.due("telegram", NOW)
     store.mark_failed(recent.id, "x", now - 60)
     store.close()
-    reopened = StateStore.open(tmp_path)
+    reopened = SQLiteStateStore.open(tmp_path)
     try:
         assert outbox_subjects(reopened.path) == ["recent", "pending"]
     finally:
@@ -306,7 +309,7 @@ def test_old_finished_messages_are_pruned_on_open(tmp_path: Path) -> None:
 
 
 def test_messages_to_one_recipient_go_out_in_order(tmp_path: Path) -> None:
-    store = StateStore.open(tmp_path)
+    store = SQLiteStateStore.open(tmp_path)
     try:
         first = NewMessage("email", "a@x.test", "[FIRING] s", "b", None, 1e12)
         second = NewMessage("email", "a@x.test", "[RESOLVED] s", "b", None, 1e12)
@@ -324,12 +327,12 @@ def test_messages_to_one_recipient_go_out_in_order(tmp_path: Path) -> None:
 def test_a_cycle_writes_only_what_changed_in_an_alerts_lifecycle(tmp_path: Path) -> None:
     firing_key, pending_key, gone_key = AlertKey("api-errors", "Burn"), AlertKey("api", "Low"), AlertKey("x", "Y")
     first = {firing_key: FIRING, pending_key: PENDING, gone_key: PENDING}
-    with contextlib.closing(StateStore.open(tmp_path)) as store:
+    with contextlib.closing(SQLiteStateStore.open(tmp_path)) as store:
         store.commit_cycle(first, [], NOW)
         moved = replace(FIRING, facts=replace(FACTS, budget_remaining_percent=1.0))  # same lifecycle, new numbers
         fired = replace(PENDING, status="firing", firing_since=NOW)
         store.commit_cycle({firing_key: moved, pending_key: fired}, [], NOW + 20, previous=first)
-    with contextlib.closing(StateStore.open(tmp_path)) as store:
+    with contextlib.closing(SQLiteStateStore.open(tmp_path)) as store:
         stored = store.load_alerts()
     assert stored == {firing_key: FIRING, pending_key: fired}  # the firing alert's row was not rewritten
     assert gone_key not in stored

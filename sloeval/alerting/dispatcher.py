@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ import structlog
 
 from sloeval.alerting.channels import Channel, DeliveryError
 from sloeval.alerting.messages import RenderedMessage
-from sloeval.state.sqlite import OutboxItem, StateStore
+from sloeval.alerting.store import OutboxItem, StateStore, StateStoreError
 
 log = structlog.get_logger("sloeval.dispatcher")
 
@@ -56,7 +55,7 @@ class Dispatcher:
                 try:
                     await self.deliver_due()
                     next_at = await anyio.to_thread.run_sync(self._store.next_attempt_at, self._channel.name)
-                except sqlite3.Error as exc:  # full or broken state volume: keep the worker, try again
+                except StateStoreError as exc:  # full or broken state volume: keep the worker, try again
                     log.error("outbox_unavailable", channel=self._channel.name, error=str(exc))
                     next_at = None
                 wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.05, next_at - time.time()))

@@ -12,10 +12,10 @@ from sloeval.alerting.grouping import group_notifications
 from sloeval.alerting.machine import firing_alerts, step
 from sloeval.alerting.model import AlertKey, AlertState
 from sloeval.alerting.rules import evaluate_rules
+from sloeval.alerting.store import NewMessage, StateStore
 from sloeval.config.settings import Settings
 from sloeval.config.slo_file import SLOConfig
 from sloeval.slo.snapshot import Snapshot
-from sloeval.state.sqlite import NewMessage, StateStore
 
 log = structlog.get_logger("sloeval.alerting")
 

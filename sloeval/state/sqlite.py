@@ -1,4 +1,4 @@
-"""Persistent alert state and notification outbox in SQLite (``SLOEVAL_STATE_DIR``).
+"""The SQLite backend of the state store: alert state and notification outbox in ``SLOEVAL_STATE_DIR``.
 
 One transaction per evaluation cycle writes the new alert states together with the
 messages they cause, so a crash at any point neither loses a resolve nor pages twice.
@@ -7,18 +7,19 @@ Delivery workers then take messages from the outbox and mark them sent or failed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from sloeval.alerting.model import AlertKey, AlertState
-from sloeval.errors import SloevalError
+from sloeval.alerting.store import NewMessage, OutboxItem, StateStoreError
 
 log = structlog.get_logger("sloeval.state")
 
@@ -45,34 +46,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, channel, next_attempt_a
 KEEP_DONE_SECONDS = 7 * 86400
 
 
-class StateStoreError(SloevalError):
-    """The state directory cannot be used; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    channel: str
-    recipient: str
-    subject: str
-    body: str
-    html: str | None
-    deadline: float
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    channel: str
-    recipient: str
-    subject: str
-    body: str
-    html: str | None
-    created_at: float
-    deadline: float
-    attempts: int
-
-
-class StateStore:
+class SQLiteStateStore:
     """Synchronous SQLite access; every method is short and safe to call from a worker thread."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
@@ -81,7 +55,7 @@ class StateStore:
         self.path = path
 
     @classmethod
-    def open(cls, directory: Path) -> StateStore:
+    def open(cls, directory: Path) -> SQLiteStateStore:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -104,7 +78,7 @@ class StateStore:
             return cls._connect(path)
 
     @classmethod
-    def _connect(cls, path: Path) -> StateStore:
+    def _connect(cls, path: Path) -> SQLiteStateStore:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         try:
             result = db.execute("PRAGMA quick_check").fetchone()
@@ -128,12 +102,21 @@ class StateStore:
             raise sqlite3.DatabaseError(f"unreadable state: {exc}") from None
         return cls(db, path)
 
-    def close(self) -> None:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One caller at a time; a driver error leaves as the store's own :class:`StateStoreError`."""
         with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StateStoreError(f"state database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._locked():
             self._db.close()
 
     def load_alerts(self) -> dict[AlertKey, AlertState]:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute("SELECT id, state FROM alerts").fetchall()
         return {AlertKey.from_id(key): AlertState.from_json(state) for key, state in rows}
 
@@ -158,7 +141,7 @@ class StateStore:
         else:
             upserts = [(k, v) for k, v in states.items() if not _same_lifecycle(previous.get(k), v)]
             removed = [k.to_id() for k in previous.keys() - states.keys()]
-        with self._lock:
+        with self._locked():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 if removed is None:
@@ -181,7 +164,7 @@ class StateStore:
                 raise
 
     def due(self, channel: str, now: float, limit: int = 50) -> list[OutboxItem]:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 "SELECT id, channel, recipient, subject, body, html, created_at, deadline, attempts FROM outbox"
                 " WHERE status = 'pending' AND channel = ? AND next_attempt_at <= ?"
@@ -194,7 +177,7 @@ class StateStore:
         return [OutboxItem(*row) for row in rows]
 
     def next_attempt_at(self, channel: str) -> float | None:
-        with self._lock:
+        with self._locked():
             row = self._db.execute(
                 "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending' AND channel = ?", (channel,)
             ).fetchone()
@@ -207,14 +190,14 @@ class StateStore:
         self._finish(item_id, "failed", error, now)
 
     def _finish(self, item_id: int, status: str, error: str | None, now: float) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, done_at = ?, attempts = attempts + 1 WHERE id = ?",
                 (status, error, now, item_id),
             )
 
     def reschedule(self, item_id: int, next_attempt_at: float, error: str) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
                 (next_attempt_at, error, item_id),
@@ -222,7 +205,7 @@ class StateStore:
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(channel, status) -> number of messages, for tests and diagnostics."""
-        with self._lock:
+        with self._locked():
             rows = self._db.execute("SELECT channel, status, COUNT(*) FROM outbox GROUP BY channel, status").fetchall()
         return {(channel, status): int(count) for channel, status, count in rows}
 

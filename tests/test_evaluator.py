@@ -1,5 +1,6 @@
 import re
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -8,8 +9,9 @@ import pytest
 from sloeval.config.durations import parse_duration
 from sloeval.config.slo_file import SLODefinition, parse_slo_text
 from sloeval.prometheus.results import PrometheusQueryError, QueryResult, Sample
-from sloeval.promql.plan import TERMS_PER_REQUEST
-from sloeval.slo.evaluator import Evaluator, results_from_samples
+from sloeval.promql.plan import TERMS_PER_REQUEST, QueryPlan
+from sloeval.slo.evaluator import Evaluator
+from sloeval.slo.snapshot import SLOResult
 
 
 def load(body: str, period: str = "1d") -> tuple[SLODefinition, ...]:
@@ -20,8 +22,28 @@ def load(body: str, period: str = "1d") -> tuple[SLODefinition, ...]:
 GROUPED = "- name: e\n  objective: 99\n  ratio: {bad: 'r{c=\"5\"}', total: r, group_by: [ep]}"
 
 
-def tagged(value: float, tag: str, **labels: str) -> Sample:
-    return Sample({**labels, "sloeval_series": tag}, value)
+Tagged = tuple[str, dict[str, str], float]
+
+
+def tagged(value: float, tag: str, **labels: str) -> Tagged:
+    """One sample of Prometheus's answer to the ``<part>:<window>`` term, e.g. ``"bad:5m"``."""
+    return tag, labels, value
+
+
+def evaluate_tagged(slo: SLODefinition, samples: Sequence[Tagged]) -> tuple[SLOResult, ...]:
+    """Evaluate ``slo`` on the live path: the Evaluator sends its query plan's packed requests and
+    the stand-in answers each term with the samples of its part and window (none: no series)."""
+    answers: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for tag, labels, value in samples:
+        answers[tag].append((labels, value))
+    (plan,) = QueryPlan([slo]).slo_plans
+    tag_of = {p.expression.promql: f"{p.part}:{p.window_name}" for p in plan.parts}
+    assert set(answers) <= set(tag_of.values())  # every hand-made sample answers a term of the plan
+    client = TermClient(lambda expression: answers.get(tag_of[expression], []))
+    (status,) = anyio.run(Evaluator([slo], client).evaluate, 1.0).statuses
+    assert not status.stale, status.error
+    assert sorted(client.terms) == sorted(tag_of)  # every term asked, once
+    return status.results
 
 
 def test_grouped_results_with_missing_bad_series() -> None:
@@ -29,7 +51,7 @@ def test_grouped_results_with_missing_bad_series() -> None:
     samples = [tagged(1000, f"total:{w}", ep="/a") for w in slo.window_names]
     samples += [tagged(10, f"bad:{w}", ep="/a") for w in slo.window_names]
     samples += [tagged(500, f"total:{w}", ep="/b") for w in slo.window_names]  # /b never failed
-    results = results_from_samples(slo, QueryResult(tuple(samples)))
+    results = evaluate_tagged(slo, samples)
     by_ep = {r.labels_dict["ep"]: r for r in results}
     assert by_ep["/a"].sli["1d"] == pytest.approx(0.99)
     assert by_ep["/a"].burn_rate["1d"] == pytest.approx(1.0)
@@ -41,7 +63,7 @@ def test_grouped_results_with_missing_bad_series() -> None:
 def test_zero_traffic_window_has_no_sli() -> None:
     (slo,) = load(GROUPED)
     samples = [tagged(0, "total:5m", ep="/a"), tagged(0, "bad:5m", ep="/a"), tagged(100, "total:1d", ep="/a")]
-    (result,) = results_from_samples(slo, QueryResult(tuple(samples)))
+    (result,) = evaluate_tagged(slo, samples)
     assert result.sli["5m"] is None
     assert result.burn_rate["5m"] is None
     assert result.sli["30m"] is None  # no total at all in that window
@@ -50,13 +72,13 @@ def test_zero_traffic_window_has_no_sli() -> None:
 
 def test_bad_without_total_gives_no_result() -> None:
     (slo,) = load(GROUPED)
-    assert results_from_samples(slo, QueryResult((tagged(3, "bad:5m", ep="/x"),))) == ()
+    assert evaluate_tagged(slo, [tagged(3, "bad:5m", ep="/x")]) == ()
 
 
 def test_raw_results_keep_their_labels() -> None:
     (slo,) = load("- name: r\n  objective: 99\n  raw: {error_ratio: 'x[$window]'}")
     samples = [tagged(0.02, f"error_ratio:{w}", region="eu") for w in slo.window_names]
-    (result,) = results_from_samples(slo, QueryResult(tuple(samples)))
+    (result,) = evaluate_tagged(slo, samples)
     assert result.labels_dict == {"region": "eu"}
     assert result.sli["1h"] == pytest.approx(0.98)
     assert result.error_budget_remaining == pytest.approx(-1.0)
@@ -227,5 +249,5 @@ def test_without_refresh_every_window_is_asked_every_cycle() -> None:
 def test_raw_results_cannot_override_sloevals_own_labels() -> None:
     (slo,) = load("- name: r\n  objective: 99\n  raw: {error_ratio: 'x[$window]'}")
     samples = [tagged(0.01, f"error_ratio:{w}", region="eu", slo="other", window="7d") for w in slo.window_names]
-    (result,) = results_from_samples(slo, QueryResult(tuple(samples)))
+    (result,) = evaluate_tagged(slo, samples)
     assert result.labels_dict == {"region": "eu"}

@@ -6,6 +6,7 @@ import copy
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from hypothesis import strategies as st
 from sloeval.config.alert_rules import AlertRule, SLIBelowCondition
 from sloeval.config.openslo import CounterQuery, QueryError, parse_counter_query
 from sloeval.config.selectors import Matcher, Selector, parse_selector, quote
-from sloeval.config.slo_file import ConfigError, RatioIndicator, SLOConfig, load_slo_file, parse_slo_text
-from sloeval.promql.expressions import build_query
+from sloeval.config.slo_file import ConfigError, RatioIndicator, SLOConfig, SLODefinition, load_slo_file, parse_slo_text
+from sloeval.promql.expressions import Part
+from sloeval.promql.plan import QueryPlan, pack, request_promql
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "openslo" / "samokoder-api.yaml"
@@ -28,6 +30,13 @@ UNSUPPORTED = REPO / "tests" / "data" / "openslo" / "unsupported-timeslices.yaml
 PATH = Path("slos.yaml")
 DAY = 86400
 DELETE = object()
+
+
+def requests(slos: Sequence[SLODefinition]) -> tuple[list[str], list[list[tuple[Part, str, str]]]]:
+    """The PromQL eval and run send for ``slos``, and which term each SLO reads as which part and window."""
+    plan = QueryPlan(slos)
+    reads = [[(p.part, p.window_name, p.expression.key) for p in s.parts] for s in plan.slo_plans]
+    return [request_promql(request) for request in pack(plan.expressions)], reads
 
 
 def prom(query: str) -> dict[str, Any]:
@@ -160,7 +169,7 @@ def test_shipped_example_equals_the_hand_written_native_file() -> None:
     assert native.source_format == "sloeval"
     assert openslo.service == native.service
     assert openslo.slos == native.slos
-    assert [build_query(s).promql for s in openslo.slos] == [build_query(s).promql for s in native.slos]
+    assert requests(openslo.slos) == requests(native.slos)
 
 
 def test_unsupported_example_is_refused_with_one_line() -> None:

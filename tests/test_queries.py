@@ -1,9 +1,14 @@
 import re
 from pathlib import Path
 
-from sloeval.config.slo_file import parse_slo_text
+import anyio
+
+from sloeval.config.slo_file import SLODefinition, parse_slo_text
+from sloeval.prometheus.results import QueryResult
 from sloeval.promql.buckets import le_values
-from sloeval.promql.expressions import build_query, part_expressions
+from sloeval.promql.expressions import part_expressions
+from sloeval.promql.plan import QueryPlan, pack, request_promql
+from sloeval.slo.evaluator import Evaluator
 
 PATH = Path("slos.yaml")
 
@@ -13,11 +18,35 @@ def one_slo(body: str, period: str = "30d"):  # type: ignore[no-untyped-def]
     return parse_slo_text(text, PATH).slos[0]
 
 
+class Recorder:
+    """A Prometheus stand-in keeping the PromQL of every request it is sent; it answers nothing."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    async def query(self, promql: str, at: float) -> QueryResult:
+        self.requests.append(promql)
+        return QueryResult(())
+
+
+def sent(slo: SLODefinition) -> list[str]:
+    """The requests an evaluation of ``slo`` actually sends (as eval, run and check --online do)."""
+    recorder = Recorder()
+    anyio.run(Evaluator([slo], recorder).evaluate, 0.0)
+    return recorder.requests
+
+
 def test_ratio_query_tags_every_window_and_part() -> None:
     slo = one_slo("- name: e\n  objective: 99\n  ratio: {bad: 'r{code=~\"5..\"}', total: r, group_by: [ep]}")
-    promql = build_query(slo).promql
-    tags = re.findall(r'"sloeval_series", "([a-z_]+:[0-9a-z]+)"', promql)
-    assert tags == [f"{part}:{w}" for w in slo.window_names for part in ("bad", "total")]
+    plan = QueryPlan([slo])
+    (slo_plan,) = plan.slo_plans
+    (request,) = pack(plan.expressions)  # every part of every window in one request
+    (promql,) = sent(slo)
+    assert promql == request_promql(request)
+    tags = re.findall(r'"sloeval_series", "(e[0-9]+)"', promql)
+    parts = [(p.part, p.window_name) for p in slo_plan.parts]
+    assert parts == [(part, w) for w in slo.window_names for part in ("bad", "total")]
+    assert tags == [p.expression.key for p in slo_plan.parts]
     assert 'sum by (ep) (increase(r{code=~"5.."}[5m]))' in promql
     assert "sum by (ep) (increase(r[30d]))" in promql
     assert promql.count("\nor ") == len(tags) - 1
@@ -61,6 +90,6 @@ def test_raw_substitutes_window_inside_parentheses() -> None:
 def test_hostile_label_value_stays_a_label_value() -> None:
     hostile = r"x\"} or vector(1) or m{a=\""
     slo = one_slo(f"- name: h\n  objective: 99\n  ratio: {{bad: 'm{{a=\"{hostile}\"}}', total: m}}")
-    promql = build_query(slo).promql
+    (promql,) = sent(slo)
     assert "} or vector(1)" not in promql.replace('\\"} or vector(1)', "")
     assert 'm{a="x\\"} or vector(1) or m{a=\\""}' in promql

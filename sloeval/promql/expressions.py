@@ -1,18 +1,18 @@
 """PromQL generation: the one place where SLO definitions become query text.
 
-Each SLO is evaluated with a single instant query that returns every window's
-good/bad/total (or error ratio) at once. Each part is tagged with the label
-``sloeval_series="<part>:<window>"`` so the answer can be taken apart again.
+For each window of an SLO, :func:`part_expressions` builds the untagged expressions of its parts
+(good/bad/total, or a raw SLI's error ratio), such as ``sum by (endpoint) (increase(x{...}[30d]))``.
+The query plan (:mod:`sloeval.promql.plan`) shares identical expressions between SLOs and packs
+them into requests, tagging each with :data:`SERIES_LABEL` so that the answer can be taken apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Literal
 
 from sloeval.config.durations import format_duration
-from sloeval.config.selectors import Selector, quote
+from sloeval.config.selectors import Selector
 from sloeval.config.slo_file import LatencyIndicator, RatioIndicator, RawIndicator, SLODefinition, UptimeIndicator
 from sloeval.promql.buckets import le_matcher
 
@@ -20,22 +20,9 @@ SERIES_LABEL = "sloeval_series"
 Part = Literal["good", "bad", "total", "error_ratio"]
 
 
-@dataclass(frozen=True)
-class SLOQuery:
-    """The query for one SLO, and what each tagged part means."""
-
-    slo: SLODefinition
-    promql: str
-
-
 def _by(group_by: Iterable[str]) -> str:
     labels = ", ".join(group_by)
     return f" by ({labels})"
-
-
-def _tag(expr: str, part: Part, window: int) -> str:
-    tag = quote(f"{part}:{format_duration(window)}")
-    return f'label_replace({expr}, "{SERIES_LABEL}", {tag}, "", "")'
 
 
 def _sum_increase(selector: Selector, window: int, group_by: tuple[str, ...]) -> str:
@@ -77,17 +64,3 @@ def part_expressions(slo: SLODefinition, window: int) -> list[tuple[Part, str]]:
             expr = template.replace("$window", format_duration(window))
             return [("error_ratio", f"({expr})")]
     raise AssertionError(f"unknown indicator {indicator!r}")
-
-
-def build_query(slo: SLODefinition) -> SLOQuery:
-    """One instant query returning every part of every window of ``slo``."""
-    tagged = [_tag(expr, part, window) for window in slo.windows for part, expr in part_expressions(slo, window)]
-    return SLOQuery(slo=slo, promql="\nor ".join(tagged))
-
-
-def parse_tag(value: str) -> tuple[str, str] | None:
-    """Split ``"bad:5m"`` into ``("bad", "5m")``."""
-    part, sep, window = value.partition(":")
-    if not sep or part not in ("good", "bad", "total", "error_ratio"):
-        return None
-    return part, window

@@ -14,7 +14,7 @@ import structlog
 
 from sloeval.config.slo_file import RESERVED_LABELS, RatioIndicator, RawIndicator, SLODefinition
 from sloeval.prometheus.results import PrometheusQueryError, QueryResult
-from sloeval.promql.expressions import SERIES_LABEL, parse_tag
+from sloeval.promql.expressions import SERIES_LABEL
 from sloeval.promql.plan import Expression, QueryPlan, SLOPlan, pack, request_promql
 from sloeval.slo import sli_math
 from sloeval.slo.snapshot import EventCounts, SLOResult, SLOStatus, Snapshot, WindowValues
@@ -227,19 +227,6 @@ def _label_key(slo: SLODefinition, labels: dict[str, str]) -> LabelKey:
         # sloeval's own labels (slo, service, window, ...) win over the query's.
         return tuple(sorted((k, v) for k, v in labels.items() if k not in RESERVED_LABELS and k != "__name__"))
     return tuple((name, labels.get(name, "")) for name in slo.group_by)
-
-
-def results_from_samples(slo: SLODefinition, result: QueryResult) -> tuple[SLOResult, ...]:
-    """Take a tagged answer (``sloeval_series="part:window"``, as from ``build_query``) apart (pure)."""
-    values: dict[LabelKey, dict[tuple[str, str], float]] = defaultdict(dict)
-    for sample in result.samples:
-        labels = dict(sample.labels)
-        tag = parse_tag(labels.pop(SERIES_LABEL, ""))
-        if tag is None:
-            log.warning("unexpected_series", slo=slo.name, labels=sample.labels)
-            continue
-        _put(values, slo, _label_key(slo, labels), tag, sample.value)
-    return _results(slo, values)
 
 
 def _results(slo: SLODefinition, values: dict[LabelKey, dict[tuple[str, str], float]]) -> tuple[SLOResult, ...]:

@@ -1,4 +1,9 @@
-"""``sloeval check --online``: ask Prometheus whether each SLO's series and buckets exist."""
+"""``sloeval check --online``: ask Prometheus whether each SLO's series and buckets exist.
+
+Then the SLO is evaluated once through the :class:`~sloeval.slo.evaluator.Evaluator`, which asks
+the requests of its query plan exactly as ``sloeval eval`` and ``sloeval run`` do, so that an
+expression Prometheus refuses is reported here rather than found stale by the daemon.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from sloeval.config.selectors import Selector
 from sloeval.config.slo_file import LatencyIndicator, RatioIndicator, RawIndicator, SLODefinition, UptimeIndicator
 from sloeval.prometheus.client import PrometheusClient
 from sloeval.prometheus.results import PrometheusQueryError
-from sloeval.promql.expressions import build_query
+from sloeval.slo.evaluator import Evaluator
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,10 @@ async def check_slo(client: PrometheusClient, slo: SLODefinition, at: float) -> 
                     add("error", f"no series for uptime selector {selector} in the last {lookback}")
             case RawIndicator():
                 pass
-        await client.query(build_query(slo).promql, at)
+        # Every request eval and run would send for this SLO; a refused one leaves it stale.
+        (status,) = (await Evaluator([slo], client).evaluate(at)).statuses
+        if status.error is not None:
+            add("error", f"query failed: {status.error}")
     except PrometheusQueryError as exc:
         add("error", f"query failed: {exc.message}")
     return findings

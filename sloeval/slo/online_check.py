@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from sloeval.config.selectors import Selector
 from sloeval.config.slo_file import LatencyIndicator, RatioIndicator, RawIndicator, SLODefinition, UptimeIndicator
-from sloeval.prometheus.client import PrometheusClient
 from sloeval.prometheus.results import PrometheusQueryError
-from sloeval.slo.evaluator import Evaluator
+from sloeval.slo.evaluator import Evaluator, QueryClient
 
 
 @dataclass(frozen=True)
@@ -24,12 +23,12 @@ class Finding:
     message: str
 
 
-async def _count(client: PrometheusClient, selector: Selector, at: float, lookback: str) -> int:
+async def _count(client: QueryClient, selector: Selector, at: float, lookback: str) -> int:
     result = await client.query(f"count(last_over_time({selector.render()}[{lookback}]))", at)
     return int(result.samples[0].value) if result.samples else 0
 
 
-async def check_slo(client: PrometheusClient, slo: SLODefinition, at: float) -> list[Finding]:
+async def check_slo(client: QueryClient, slo: SLODefinition, at: float) -> list[Finding]:
     findings: list[Finding] = []
     lookback = slo.period_name
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: all venv system-deps demo test lint typecheck unit bench image image-test clean
+.PHONY: all venv system-deps demo test lint typecheck unit nightly bench image image-test clean
 
 all: test
 
@@ -34,6 +34,10 @@ unit: venv
 
 test: venv system-deps lint typecheck
 	$(BIN)/pytest -m "not image"
+
+# The model-based alert lifecycle test with many more random programs than make test runs.
+nightly: venv
+	SLOEVAL_MODEL_EXAMPLES=5000 $(BIN)/pytest -q tests/test_alert_state_machine.py
 
 image: venv
 	scripts/install-system-deps.sh buildah podman debootstrap

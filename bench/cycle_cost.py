@@ -59,15 +59,14 @@ from bench.slo_generator_compare import prepare_data
 from devtools.loopback import LoopbackServer
 from devtools.servers import PrometheusServer
 from devtools.sloeval_process import SloevalProcess
-from sloeval.config.durations import format_duration
 from sloeval.config.selectors import quote
 from sloeval.config.settings import Settings
-from sloeval.config.slo_file import SLOConfig, SLODefinition, parse_slo_text
+from sloeval.config.slo_file import SLOConfig, parse_slo_text
 from sloeval.logs import configure_logging
 from sloeval.prometheus.client import PrometheusClient, make_http_client
 from sloeval.prometheus.results import QueryResult
-from sloeval.promql.expressions import SERIES_LABEL, part_expressions
-from sloeval.promql.plan import QueryPlan
+from sloeval.promql.expressions import SERIES_LABEL
+from sloeval.promql.plan import QueryPlan, SLOPlan
 from sloeval.slo.evaluator import Evaluator
 from sloeval.slo.snapshot import Snapshot
 
@@ -204,19 +203,27 @@ class SizeResult:
     accuracy: Accuracy
 
 
-def _one_query_per_slo(slo: SLODefinition) -> str:
-    """The previous design's query for ``slo``: every part of every window in one instant query,
+def _one_query_per_slo(slo: SLOPlan) -> str:
+    """The previous design's query for an SLO: every part of every window in one instant query,
     each tagged ``sloeval_series="<part>:<window>"`` and joined with ``or``.
 
     sloeval no longer asks this (it evaluates through the query plan); it is kept here only as
     this benchmark's baseline.
     """
     tagged = [
-        f'label_replace({expr}, "{SERIES_LABEL}", {quote(f"{part}:{format_duration(window)}")}, "", "")'
-        for window in slo.windows
-        for part, expr in part_expressions(slo, window)
+        f'label_replace({p.expression.promql}, "{SERIES_LABEL}", {quote(f"{p.part}:{p.window_name}")}, "", "")'
+        for p in slo.parts
     ]
     return "\nor ".join(tagged)
+
+
+async def _plan_with_bounds(client: PrometheusClient, config: SLOConfig, end: float) -> QueryPlan:
+    """The query plan once the latency SLOs' bucket bounds are known, as the evaluator makes it."""
+    bounds = {}
+    for query in QueryPlan(config.slos).bucket_queries:
+        result = await client.query(query, end)
+        bounds[query] = [sample.labels["le"] for sample in result.samples if "le" in sample.labels]
+    return QueryPlan(config.slos, bucket_bounds=bounds)
 
 
 async def _measure(url: str, config: SLOConfig, end: float, runs: int) -> SizeResult:
@@ -226,7 +233,8 @@ async def _measure(url: str, config: SLOConfig, end: float, runs: int) -> SizeRe
         recorder = Recorder(client, stats=stats)
 
         # Previous design: one query per SLO, every window, every cycle.
-        per_slo = [_one_query_per_slo(slo) for slo in config.slos]
+        plan = await _plan_with_bounds(client, config, end)
+        per_slo = [_one_query_per_slo(slo) for slo in plan.slo_plans]
         wall, bare_stats = await _bare(url, per_slo, end)
         exec_total, samples = _exec(bare_stats)
         previous = Cycle(wall, math.nan, len(per_slo), exec_total, samples, alone_wall=wall)
@@ -249,7 +257,7 @@ async def _measure(url: str, config: SLOConfig, end: float, runs: int) -> SizeRe
             reference = await Evaluator(config.slos, recorder, concurrency=CONCURRENCY).evaluate(at)
             recorder.take()
             accuracy.add(snapshot, reference)
-        expressions = len(QueryPlan(config.slos).expressions)
+        expressions = len(plan.expressions)
         return SizeResult(len(config.slos), expressions, previous, full, steady, accuracy)
 
 

@@ -18,9 +18,9 @@ Three things are measured in every run:
 - sloeval, every window every cycle: a fresh ``Evaluator`` per cycle, as ``sloeval eval`` builds
   it; this is also what the daemon does in its first cycle.
 - sloeval daemon, steady state: ONE long-lived ``Evaluator`` with ``long_window_refresh`` from the
-  settings (default 300 s), as ``sloeval run`` keeps it. Windows of at least
-  :data:`sloeval.promql.plan.LONG_WINDOW_FACTOR` refresh periods are re-evaluated once per refresh
-  period at phases of their own (see :mod:`sloeval.promql.plan`), shorter windows every cycle. Its
+  settings (default 300 s), as ``sloeval run`` keeps it. Windows of at least ``long_window_min``
+  (default 30d) are re-evaluated once per refresh period at phases of their own (see
+  :mod:`sloeval.promql.plan`), shorter windows every cycle. Its
   first cycle (every window) is made once, before the runs, and is not steady state; after it the
   cycles' ``at`` advances by the daemon's interval (``eval_interval``, default 30 s) each, back to
   back. Every run times ``max(10, refresh / interval)`` consecutive such cycles, each on its own:
@@ -86,7 +86,6 @@ from bench import scale_data
 from devtools.loopback import LoopbackServer
 from devtools.servers import PROMETHEUS_BINARY, PrometheusServer
 from devtools.tsdb import PROMTOOL
-from sloeval.config.durations import format_duration
 from sloeval.config.selectors import Matcher, Selector
 from sloeval.config.settings import Settings, load_settings
 from sloeval.config.slo_file import (
@@ -99,7 +98,7 @@ from sloeval.config.slo_file import (
 )
 from sloeval.logs import configure_logging
 from sloeval.prometheus.client import http_client_for, prometheus_client_for
-from sloeval.promql.plan import LONG_WINDOW_FACTOR
+from sloeval.promql.plan import DEFAULT_LONG_WINDOW_MIN
 from sloeval.slo.evaluator import Evaluator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -606,6 +605,7 @@ async def _sloeval_serve(settings: Settings, config: SLOConfig, at: float) -> in
                 "slos": len(config.slos),
                 "eval_interval": settings.eval_interval,
                 "long_window_refresh": settings.long_window_refresh,
+                "long_window_min": settings.long_window_min,
             }
         )
         daemon: Evaluator | None = None
@@ -628,6 +628,7 @@ async def _sloeval_serve(settings: Settings, config: SLOConfig, at: float) -> in
                         client,
                         concurrency=settings.query_concurrency,
                         long_window_refresh=settings.long_window_refresh,
+                        long_window_min=settings.long_window_min,
                     )
                     steady_cycle = 0
                 else:
@@ -961,13 +962,14 @@ def _measure(
 
     interval = float(workers[FULL].ready.get("eval_interval", 30.0))
     refresh = float(workers[FULL].ready.get("long_window_refresh", 0.0))
+    long_window_min = float(workers[FULL].ready.get("long_window_min", DEFAULT_LONG_WINDOW_MIN))
     # At least one whole refresh period: every long-window expression is refreshed once in any such
     # stretch of consecutive cycles, so the refreshes weigh in as they do in the daemon.
     steady_cycles = max(MIN_STEADY_CYCLES, math.ceil(refresh / interval - 1e-9)) if refresh > 0 else MIN_STEADY_CYCLES
     long_windows = [
         name
         for seconds, name in zip(config.slos[0].windows, config.slos[0].window_names, strict=True)
-        if refresh > 0 and seconds >= LONG_WINDOW_FACTOR * refresh
+        if refresh > 0 and seconds >= long_window_min
     ]
 
     def steady_run(run_index: int) -> tuple[list[CycleFigures], dict[str, Any]]:
@@ -1128,7 +1130,7 @@ def render(outcome: Outcome) -> str:
     verdict = "met" if steady and statistics.median(steady) >= 10 else "NOT met"
     first = o.steady_first_cycle
     if o.long_windows:
-        shortest_long = format_duration(round(LONG_WINDOW_FACTOR * o.long_window_refresh))
+        shortest_long = o.long_windows[0]
         cadence = (
             f"Windows shorter than {shortest_long} are evaluated every cycle, {' '.join(o.long_windows)} once "
             f"every {refresh} (each window at a phase of its own), so those numbers are up to {refresh} old "

@@ -25,6 +25,9 @@ What python-telegram-bot 22 raises for each answer (mapped from the HTTP status,
 * 500, 502 and any other status -> ``telegram.error.NetworkError`` (the description is the message)
 * a reply slower than the client's read timeout (``set_delay``) -> ``telegram.error.TimedOut``
   (a subclass of ``NetworkError``); nothing listening -> ``NetworkError``.
+* ``"ok": true`` with a ``result`` that is not what the method returns (``answer_next``): not a
+  ``TelegramError`` at all but whatever ``de_json`` trips over (``KeyError``, ``TypeError``,
+  ``AttributeError``); a bare ``true`` for ``sendMessage`` comes back as ``True``, not a ``Message``.
 
 ``Bot.__aenter__`` (``initialize``) calls ``getMe``, so a failure scripted for ``getMe`` fires there.
 With ``parse_mode="HTML"`` the text is checked like the real API does (allowed tags only, bare ``<``/``&`` rejected
@@ -212,6 +215,7 @@ class BotApiStub(LoopbackServer):
         self._requests: list[tuple[str, str, dict[str, Any]]] = []
         self._attempts: dict[str, list[float]] = {}
         self._failures: list[_Failure] = []
+        self._answers: list[list[Any]] = []  # [method, result, remaining]
         self._delay = 0.0
         self._message_ids = itertools.count(1)
 
@@ -261,6 +265,14 @@ class BotApiStub(LoopbackServer):
         with self._lock:
             self._failures.append(failure)
 
+    def answer_next(self, method: str, *, result: Any, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": true, "result": result}``, e.g. a malformed one.
+
+        Such a ``sendMessage`` is not recorded as delivered.
+        """
+        with self._lock:
+            self._answers.append([method.lower(), result, times])
+
     def set_delay(self, seconds: float) -> None:
         """Wait ``seconds`` before answering every following request (0 to turn off)."""
         with self._lock:
@@ -273,6 +285,7 @@ class BotApiStub(LoopbackServer):
             self._requests.clear()
             self._attempts.clear()
             self._failures.clear()
+            self._answers.clear()
             self._delay = 0.0
 
     # inspection ------------------------------------------------------------------------------
@@ -333,6 +346,9 @@ class BotApiStub(LoopbackServer):
             return 401, _error_body(401, "Unauthorized")
         try:
             self._maybe_fail(method, params)
+            scripted = self._scripted_answer(method)
+            if scripted is not None:
+                return 200, {"ok": True, "result": scripted[0]}
             return 200, {"ok": True, "result": self._result(token, method, params)}
         except _ApiError as exc:
             return exc.status, _error_body(exc.status, exc.description, exc.parameters)
@@ -365,6 +381,16 @@ class BotApiStub(LoopbackServer):
                     self._failures.remove(failure)
                 extra = {"retry_after": failure.retry_after} if failure.retry_after is not None else None
                 raise _ApiError(failure.status, failure.description, extra)
+
+    def _scripted_answer(self, method: str) -> tuple[Any] | None:
+        with self._lock:
+            for answer in self._answers:
+                if answer[0] == method.lower():
+                    answer[2] -= 1
+                    if answer[2] <= 0:
+                        self._answers.remove(answer)
+                    return (answer[1],)
+        return None
 
     def _bot_user(self) -> dict[str, Any]:
         return {

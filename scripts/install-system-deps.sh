@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-  packages=(prometheus victoria-metrics prometheus-alertmanager wrk)
+  packages=(prometheus victoria-metrics prometheus-alertmanager wrk postgresql)
 fi
 
 declare -A binary_of=(
@@ -13,6 +13,7 @@ declare -A binary_of=(
   [victoria-metrics]=/usr/bin/victoria-metrics
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
   [wrk]=/usr/bin/wrk
+  [postgresql]=/usr/lib/postgresql/15/bin/postgres
   [buildah]=/usr/bin/buildah
   [podman]=/usr/bin/podman
   [debootstrap]=/usr/sbin/debootstrap

@@ -16,7 +16,7 @@ from sloeval.alerting.channels import build_channels, channel_names
 from sloeval.alerting.dispatcher import Dispatcher
 from sloeval.alerting.engine import Alerting
 from sloeval.alerting.machine import firing_alerts
-from sloeval.alerting.store import StateStoreError
+from sloeval.alerting.store import Leadership, StateStore, StateStoreError
 from sloeval.config.settings import Settings, SettingsBase
 from sloeval.config.slo_file import SLOConfig
 from sloeval.config.watch import ConfigWatcher
@@ -24,10 +24,12 @@ from sloeval.prometheus.client import http_client_for, prometheus_client_for
 from sloeval.serve.exporter import DaemonMetrics, SnapshotHolder
 from sloeval.serve.http import MetricsServer, build_app
 from sloeval.slo.evaluator import Evaluator, QueryClient
+from sloeval.slo.snapshot import Snapshot
 from sloeval.state import open_state_store
 
 log = structlog.get_logger("sloeval.daemon")
 SWITCH_INTERVAL = 0.0005
+LEADERSHIP_POLL = 0.5
 
 
 def readiness(holder: SnapshotHolder, settings: Settings) -> tuple[bool, str]:
@@ -50,7 +52,7 @@ async def _watch_signals(scope: CancelScope, watcher: ConfigWatcher) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("reload_requested", signal="SIGHUP")
-                watcher.reload_requested = True
+                watcher.request_reload()
                 continue
             log.info("shutdown_requested", signal=signal.Signals(signum).name)
             scope.cancel()
@@ -62,9 +64,11 @@ async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Ma
     # Scrape threads and the loop share one interpreter lock; a short switch interval lets the
     # loop get it back within half a millisecond instead of five during a burst of scrapes.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    store = open_state_store(settings)
     holder = SnapshotHolder()
     metrics = DaemonMetrics(holder, settings.metric_prefix)
+    store, leadership = await open_state_store(
+        settings, on_problem=lambda kind: metrics.state_store_errors.labels(kind).inc()
+    )
     app = build_app(
         metrics.registry,
         lambda: readiness(holder, settings),
@@ -85,33 +89,129 @@ async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Ma
             if not settings.prometheus_tls_verify:
                 log.warning("prometheus_tls_verification_disabled")
             client = prometheus_client_for(settings, http, lambda outcome: metrics.queries.labels(outcome).inc())
-            channels = build_channels(channel_settings, settings)
-            alerting = Alerting(config, store, channels, settings)
-            holder.publish_firing(_firing_rows(alerting))
-            dispatchers = {
-                name: Dispatcher(
-                    store,
-                    channel,
-                    attempt_timeout=settings.notify_timeout,
-                    on_outcome=lambda ch, outcome: metrics.notifications.labels(ch, outcome).inc(),
-                )
-                for name, channel in channels.items()
-            }
+            role = _AlertingRole(config, store, leadership, channel_settings, settings, metrics, holder)
             watcher = ConfigWatcher(config, min_window=settings.eval_interval, channels=channel_names())
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, group.cancel_scope, watcher)
-                for dispatcher in dispatchers.values():
-                    group.start_soon(dispatcher.run)
-                loop = _EvaluationLoop(settings, client, holder, metrics, alerting, dispatchers, watcher)
+                group.start_soon(leadership.run)
+                group.start_soon(role.run)
+                loop = _EvaluationLoop(settings, client, holder, metrics, role, watcher)
                 await loop.run(config)
     finally:
         server.close()
-        store.close()
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
         log.info("stopped")
 
 
-def _firing_rows(alerting: Alerting) -> tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]:
+def _firing_rows(alerting: Alerting | None) -> tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]:
+    if alerting is None:
+        return ()
     return tuple((key.slo, key.alert, severity, key.labels) for key, severity in firing_alerts(alerting.states))
+
+
+class _AlertingRole:
+    """The alert engine and the delivery workers, run while this replica leads (with SQLite: always).
+
+    Each time leadership is taken the engine starts from the stored state, so a new leader continues
+    where the old one committed: no FIRING the old one sent is sent again, and whatever it queued
+    but did not deliver goes out. When leadership is lost the workers stop before their next send.
+    """
+
+    def __init__(
+        self,
+        config: SLOConfig,
+        store: StateStore,
+        leadership: Leadership,
+        channel_settings: Mapping[str, SettingsBase],
+        settings: Settings,
+        metrics: DaemonMetrics,
+        holder: SnapshotHolder,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._leadership = leadership
+        self._channel_settings = channel_settings
+        self._settings = settings
+        self._metrics = metrics
+        self._holder = holder
+        self.engine: Alerting | None = None
+        self._dispatchers: dict[str, Dispatcher] = {}
+        self._latest: Snapshot | None = None  # the newest snapshot the engine has not stepped through
+        self._arrived = anyio.Event()
+
+    def reconfigure(self, config: SLOConfig) -> None:
+        self._config = config
+        if self.engine is not None:
+            self.engine.reconfigure(config)
+
+    async def run(self) -> None:
+        while True:
+            self._metrics.database_up.set(1 if self._leadership.database_up else 0)
+            if self._leadership.is_leader():
+                await self._lead()
+            await anyio.sleep(LEADERSHIP_POLL)
+
+    async def _lead(self) -> None:
+        channels = build_channels(self._channel_settings, self._settings)
+        try:
+            engine = await Alerting.open(self._config, self._store, channels, self._settings)
+        except StateStoreError as exc:
+            log.error("alert_state_not_loaded", error=str(exc), hint="alerting starts once the state can be read")
+            return
+        dispatchers = {
+            name: Dispatcher(
+                self._store,
+                channel,
+                attempt_timeout=self._settings.notify_timeout,
+                on_outcome=lambda ch, outcome: self._metrics.notifications.labels(ch, outcome).inc(),
+                may_send=self._leadership.is_leader,
+            )
+            for name, channel in channels.items()
+        }
+        async with anyio.create_task_group() as group:
+            for dispatcher in dispatchers.values():
+                group.start_soon(dispatcher.run)
+            group.start_soon(self._step, engine, dispatchers)
+            self.engine, self._dispatchers = engine, dispatchers
+            self._metrics.leader.set(1)
+            self._holder.publish_firing(_firing_rows(engine))
+            try:
+                while self._leadership.is_leader():
+                    self._metrics.database_up.set(1 if self._leadership.database_up else 0)
+                    await anyio.sleep(LEADERSHIP_POLL)
+            finally:
+                self.engine, self._dispatchers, self._latest = None, {}, None
+                self._metrics.leader.set(0)
+                self._holder.publish_firing(())
+                group.cancel_scope.cancel()
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        """Hand a cycle's snapshot to the engine, when leading, without waiting for it: a slow or
+        unreachable state store never holds up evaluation and /metrics (a newer snapshot replaces
+        one the engine has not reached yet)."""
+        if self.engine is None:
+            return
+        self._latest = snapshot
+        self._arrived.set()
+
+    async def _step(self, engine: Alerting, dispatchers: dict[str, Dispatcher]) -> None:
+        """Advance the alerts with each snapshot handed over; wake the workers of new messages."""
+        while True:
+            await self._arrived.wait()
+            self._arrived = anyio.Event()
+            snapshot, self._latest = self._latest, None
+            if snapshot is None:
+                continue
+            try:
+                for channel in await engine.on_snapshot(snapshot):
+                    dispatchers[channel].wake()
+            except (OSError, StateStoreError) as exc:
+                self._metrics.state_store_errors.labels("write_failed").inc()
+                log.error(
+                    "alert_state_not_saved", error=str(exc), hint="check the state store (full, read-only, down?)"
+                )
+            self._holder.publish_firing(_firing_rows(engine))
 
 
 class _EvaluationLoop:
@@ -123,16 +223,14 @@ class _EvaluationLoop:
         client: QueryClient,
         holder: SnapshotHolder,
         metrics: DaemonMetrics,
-        alerting: Alerting,
-        dispatchers: dict[str, Dispatcher],
+        role: _AlertingRole,
         watcher: ConfigWatcher,
     ) -> None:
         self._settings = settings
         self._client = client
         self._holder = holder
         self._metrics = metrics
-        self._alerting = alerting
-        self._dispatchers = dispatchers
+        self._role = role
         self._watcher = watcher
 
     def _evaluator_for(self, config: SLOConfig, previous: Evaluator | None = None) -> Evaluator:
@@ -141,6 +239,7 @@ class _EvaluationLoop:
             self._client,
             concurrency=self._settings.query_concurrency,
             long_window_refresh=self._settings.long_window_refresh,
+            long_window_min=self._settings.long_window_min,
             reuse=previous,
         )
 
@@ -149,10 +248,10 @@ class _EvaluationLoop:
         evaluator = self._evaluator_for(config)
         tick = anyio.current_time()
         while True:
-            new_config = await anyio.to_thread.run_sync(self._watcher.poll)
+            new_config = await anyio.to_thread.run_sync(self._watcher.poll, self._watcher.take_reload_request())
             if new_config is not None:
                 evaluator = self._evaluator_for(new_config, evaluator)
-                self._alerting.reconfigure(new_config)
+                self._role.reconfigure(new_config)
             await self._cycle(evaluator, interval)
             tick = next_tick(tick, interval, anyio.current_time())
             await anyio.sleep_until(tick)
@@ -176,9 +275,4 @@ class _EvaluationLoop:
             results=sum(len(s.results) for s in snapshot.statuses),
             stale_slos=stale,
         )
-        try:
-            for channel in await self._alerting.on_snapshot(snapshot):
-                self._dispatchers[channel].wake()
-        except (OSError, StateStoreError) as exc:
-            log.error("alert_state_not_saved", error=str(exc), hint="check SLOEVAL_STATE_DIR (full, read-only?)")
-        self._holder.publish_firing(_firing_rows(self._alerting))
+        self._role.on_snapshot(snapshot)

@@ -18,6 +18,9 @@ RULES_TEST = REPO / "config" / "prometheus" / "sloeval-alerts.test.yml"
 #: Not exported by sloeval but by Prometheus for the scrape job.
 SCRAPE_METRICS = frozenset({"up"})
 
+#: The target labels that tell replicas of one sloeval apart (static targets: instance; Kubernetes: pod too).
+REPLICA_LABELS = ("instance", "pod")
+
 #: Concrete values for the Grafana variables the dashboard uses (built-in and its own).
 VARIABLE_VALUES = {
     "__rate_interval": "1m",
@@ -53,6 +56,12 @@ _KEYWORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
     | {"inf", "nan"}
 )
+_AGGREGATION = re.compile(
+    r"\b(?:sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*"
+    r"(?:(by|without)\s*\(([^()]*)\)\s*)?\(",
+    re.IGNORECASE,
+)
+_TRAILING_GROUPING = re.compile(r"\s*(by|without)\s*\(([^()]*)\)", re.IGNORECASE)
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(.+?)\s*,\s*\w+\s*\)\s*$", re.DOTALL)
 _QUERY_RESULT = re.compile(r"^\s*query_result\(\s*(.+)\s*\)\s*$", re.DOTALL)
 
@@ -156,3 +165,39 @@ def shipped_metric_names() -> dict[str, list[str]]:
         for name in metric_names(expr):
             out.setdefault(name, []).append(where)
     return out
+
+
+def _drops_replica_labels(grouping: str | None, labels: str) -> bool:
+    names = {label.strip() for label in labels.split(",") if label.strip()}
+    if grouping is None:
+        return True
+    if grouping.lower() == "by":
+        return not names & set(REPLICA_LABELS)
+    return set(REPLICA_LABELS) <= names
+
+
+def reads_outside_replica_aggregation(expr: str, names: set[str]) -> set[str]:
+    """Those of ``names`` that ``expr`` reads outside every aggregation dropping :data:`REPLICA_LABELS`.
+
+    Such a read sees one series per replica: N replicas double-count it, or flap between them."""
+    text = _STRING.sub(lambda m: '"' + " " * (len(m.group(0)) - 2) + '"', substitute_variables(expr))
+    spans: list[tuple[int, int]] = []
+    for match in _AGGREGATION.finditer(text):
+        depth, end = 0, len(text)
+        for index in range(match.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[index], 0)
+            if depth == 0:
+                end = index
+                break
+        grouping, labels = match.group(1), match.group(2) or ""
+        trailing = _TRAILING_GROUPING.match(text, end + 1)
+        if grouping is None and trailing is not None:
+            grouping, labels = trailing.group(1), trailing.group(2)
+        if _drops_replica_labels(grouping, labels):
+            spans.append((match.end(), end))
+    outside = set()
+    for name in names:
+        for found in re.finditer(rf"(?<![\w:]){re.escape(name)}(?![\w:])", text):
+            if not any(start <= found.start() < end for start, end in spans):
+                outside.add(name)
+    return outside

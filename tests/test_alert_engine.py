@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,15 +119,17 @@ def test_no_data_neither_fires_nor_resolves(missing: str) -> None:
     firing = advance({}, snapshot(0, FAST))
     r = advance(firing.states, snapshot(30, no_data))
     assert r.notifications == ()
-    assert r.states == firing.states
+    fast = AlertKey("errors", "Fast")
+    assert r.states[fast] == replace(firing.states[fast], no_data_since=30)  # still firing; no data noted
 
 
-def test_stale_slo_keeps_its_alerts() -> None:
+def test_stale_slo_keeps_its_firing_alerts_and_ends_pending_ones() -> None:
     firing = advance({}, snapshot(0, FAST))
+    assert firing.states[AlertKey("errors", "Dip")].status == "pending"
     stale = Snapshot(30, 0.01, (SLOStatus(SLO, (), error="connection refused"),))
     r = advance(firing.states, stale)
     assert r.notifications == ()
-    assert r.states == firing.states
+    assert r.states == {AlertKey("errors", "Fast"): firing.states[AlertKey("errors", "Fast")]}
     assert r.stale_slos == ("errors",)
 
 
@@ -203,12 +206,17 @@ def test_state_survives_serialisation() -> None:
     assert names(advance(again.states, snapshot(60, {})).notifications) == [("Fast", "resolved", False)]
 
 
-def test_removed_slo_forgets_its_alerts() -> None:
+def test_removed_slo_resolves_its_firing_alerts_from_stored_facts() -> None:
     r = advance({}, snapshot(0, FAST))
     evaluations, _ = evaluate_rules(Snapshot(30, 0.01, ()))
     gone = step(r.states, evaluations, now=30, policy=CFG.notify, known_slos=[])
     assert gone.states == {}
-    assert gone.notifications == ()
+    (resolved,) = gone.notifications  # Fast went out; pending Dip never did, so nothing is owed for it
+    assert (resolved.key.alert, resolved.status) == ("Fast", "resolved")
+    assert resolved.facts.note == "SLO removed from the configuration"
+    assert resolved.facts.burn_rates == ()  # no stale numbers
+    assert resolved.facts.slo is not None
+    assert (resolved.facts.slo.name, resolved.facts.slo.objective) == ("errors", 0.99)
 
 
 def test_routing_and_grouping() -> None:

@@ -190,6 +190,38 @@ async def test_telegram_read_timeout_is_temporary(stub: BotApiStub) -> None:
     assert "in time" in str(error)
 
 
+UNREADABLE_RESULTS = {
+    "string": "garbage",
+    "null": None,
+    "list": [1, 2],
+    "empty-object": {},
+    "chat-without-type": {"message_id": 1, "chat": {"id": 1}, "date": 1},
+    "bad-date": {"message_id": 1, "chat": {"id": 1, "type": "private"}, "date": "soon"},
+    "true": True,
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("method", ["sendMessage", "getMe"])
+@pytest.mark.parametrize("result", UNREADABLE_RESULTS.values(), ids=UNREADABLE_RESULTS.keys())
+async def test_telegram_ok_answer_with_unreadable_result_is_a_delivery_error(
+    stub: BotApiStub, method: str, result: object
+) -> None:
+    stub.answer_next(method, result=result)
+    channel = telegram_channel(stub)
+    try:
+        error = await send_failing(channel, CHAT, PLAIN)
+        assert error.__cause__ is None
+        await channel.send(CHAT, PLAIN)  # the next, readable answer goes through
+    finally:
+        await channel.aclose()
+    assert error.permanent is False  # "ok" may mean it was sent: at least once, like a timeout
+    assert str(error).startswith("Telegram answered with a result that cannot be read (")
+    assert "\n" not in str(error)
+    assert TOKEN not in str(error)
+    assert len(stub.sent()) == 1
+
+
 @pytest.mark.anyio
 async def test_telegram_unreachable_is_temporary() -> None:
     channel = TelegramChannel(TOKEN, (CHAT,), api_url=f"http://127.0.0.1:{free_port()}", timeout=1.0)
@@ -493,6 +525,27 @@ async def test_email_header_injection_from_labels() -> None:
     assert b"\r\nX-Evil:" not in headers
     assert headers.count(b"\r\nSubject:") + headers.startswith(b"Subject:") == 1
     assert "Bcc: evil@x" in mail.message["Subject"]  # kept visible, but inside the one Subject line
+
+
+@pytest.mark.anyio
+async def test_email_body_has_no_line_forged_by_a_label_value() -> None:
+    slo = slo_definition()
+    labels = (("endpoint", "x\nBcc: evil@x"), ("region", "eu\u2028X-Evil: 1\r\nFrom: boss@x \u202etxt.exe"))
+    rendered = render_plain(message_group("email", labels), slo)
+    with SmtpServer() as server:
+        await email_channel(server).send(ONCALL, rendered)
+        [mail] = server.wait_for(1, timeout=2)
+    plain, rich = mail.message.get_body(("plain",)), mail.message.get_body(("html",))
+    assert plain is not None
+    assert rich is not None
+    for body in (plain.get_content(), rich.get_content()):
+        assert not [line for line in body.splitlines() if line.startswith(("Bcc:", "X-Evil:", "From:"))]
+        assert not {"\u2028", "\u202e", "\r"} & set(body)
+    text = plain.get_content()
+    assert text.splitlines()[0] == rendered.text.splitlines()[0]
+    assert "endpoint=x\\nBcc: evil@x, region=eu\\u2028X-Evil: 1\\r\\nFrom: boss@x \\u202etxt.exe" in text
+    assert mail.message.get_all("Bcc") is None
+    assert mail.message.get_all("From") == [SENDER]
 
 
 @pytest.mark.anyio

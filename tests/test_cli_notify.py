@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
+
+import httpx
 
 from devtools.servers import free_port
 from devtools.smtp_server import SmtpServer
@@ -88,3 +92,76 @@ def test_unusable_state_dir_is_a_clear_start_error(tmp_path: Path) -> None:
     assert "cannot start" in result.stderr
     assert str(blocker / "state") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_notify_test_reports_an_unreadable_bot_api_answer_in_one_line() -> None:
+    with BotApiStub() as bot:
+        bot.answer_next("sendMessage", result={"message_id": 1})  # "ok", but no message python-telegram-bot can read
+        result = run(
+            ["notify-test", "--channel", "telegram"],
+            SLOEVAL_TELEGRAM_BOT_TOKEN=bot.token,
+            SLOEVAL_TELEGRAM_CHAT_IDS="11,22",
+            SLOEVAL_TELEGRAM_API_URL=bot.url,
+            SLOEVAL_TELEGRAM_MIN_INTERVAL="0",
+        )
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("telegram -> 11: FAILED (temporary): Telegram answered with a result that cannot")
+    assert lines[1:] == ["telegram -> 22: sent"]
+    assert "Traceback" not in result.stderr
+    assert bot.token not in result.stdout + result.stderr
+
+
+def start_daemon(state_dir: Path, port: int, stderr: IO[bytes] | int) -> subprocess.Popen[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLOEVAL_")}
+    env = {
+        **clean,
+        "SLOEVAL_STATE_DIR": str(state_dir),
+        "SLOEVAL_HTTP_HOST": "127.0.0.1",
+        "SLOEVAL_HTTP_PORT": str(port),
+        "SLOEVAL_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",  # nothing there: the daemon runs all the same
+    }
+    return subprocess.Popen([sys.executable, "-m", "sloeval", "run"], env=env, cwd=REPO, stderr=stderr)
+
+
+def wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"sloeval run ended with {process.returncode}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("sloeval run never answered /healthz")
+
+
+def test_second_run_on_the_same_state_dir_is_refused_until_the_first_exits(tmp_path: Path) -> None:
+    state, first_port = tmp_path / "state", free_port()
+    first = start_daemon(state, first_port, subprocess.DEVNULL)
+    try:
+        wait_healthy(first_port, first)
+        second = run(
+            ["run"],
+            SLOEVAL_STATE_DIR=str(state),
+            SLOEVAL_HTTP_HOST="127.0.0.1",
+            SLOEVAL_HTTP_PORT=str(free_port()),
+            SLOEVAL_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}",
+        )
+        assert first.poll() is None  # the first one is not disturbed
+    finally:
+        first.terminate()
+        first_code = first.wait(timeout=10)
+    assert second.returncode == 1
+    refusal = f"sloeval: cannot start: state directory {state} is in use by another sloeval (pid {first.pid})"
+    assert refusal in second.stderr.splitlines()
+    assert "Traceback" not in second.stderr
+    assert first_code == 0
+    third_port = free_port()  # the lock goes with the process that held it
+    third = start_daemon(state, third_port, subprocess.DEVNULL)
+    try:
+        wait_healthy(third_port, third)
+    finally:
+        third.terminate()
+        assert third.wait(timeout=10) == 0

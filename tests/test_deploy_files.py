@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -34,6 +35,7 @@ from sloeval.config.durations import parse_duration
 from sloeval.config.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from sloeval.config.slo_file import parse_slo_text
 from sloeval.serve.http import build_app
+from tests.shipped_monitoring import LABELS_READ
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -58,8 +60,19 @@ DATASOURCE_UID = "prometheus"
 SETTING_VARS = frozenset(ENV_PREFIX + name.upper() for model in settings_types() for name in model.model_fields)
 SECRET_FILE_VARS = frozenset(
     f"{ENV_PREFIX}{name.upper()}_FILE"
-    for name in ("telegram_bot_token", "smtp_password", "prometheus_password", "prometheus_bearer_token")
+    for name in (
+        "telegram_bot_token",
+        "smtp_password",
+        "prometheus_password",
+        "prometheus_bearer_token",
+        "database_url",
+    )
 )
+DATABASE_URL_FILE_VAR = f"{ENV_PREFIX}DATABASE_URL_FILE"
+#: The compose services running sloeval: replicas sharing one PostgreSQL database.
+SLOEVAL_REPLICAS = ("sloeval-a", "sloeval-b")
+#: The password the committed example database URLs carry instead of a real one.
+PLACEHOLDER_PASSWORD = "REPLACE-ME"
 SLOEVAL_VAR = re.compile(r"\bSLOEVAL_[A-Z0-9_]*[A-Z0-9]\b")
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 ENV_LINE = re.compile(r"^(#\s?)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -114,6 +127,12 @@ def service(name: str) -> dict[str, Any]:
     services: dict[str, Any] = compose()["services"]
     assert name in services, f"no service {name!r} in {COMPOSE_FILE.name}"
     return services[name]
+
+
+def sloeval_services() -> dict[str, dict[str, Any]]:
+    """The compose services running the image built from this repository."""
+    services: dict[str, dict[str, Any]] = compose()["services"]
+    return {name: svc for name, svc in services.items() if svc.get("image") == "sloeval:latest"}
 
 
 def env_example() -> tuple[dict[str, str], dict[str, str]]:
@@ -288,7 +307,7 @@ def test_the_variable_scan_sees_the_deployment_files() -> None:
     seen = {name for path in deploy_text_files() for name in SLOEVAL_VAR.findall(path.read_text(encoding="utf-8"))}
     # The compose file, .env.example and the manifests all set these; an empty scan checks nothing.
     assert {"SLOEVAL_PROMETHEUS_URL", "SLOEVAL_TELEGRAM_CHAT_IDS", "SLOEVAL_SMTP_HOST"} <= seen
-    assert {"SLOEVAL_TELEGRAM_BOT_TOKEN_FILE", "SLOEVAL_SMTP_PASSWORD_FILE"} <= seen
+    assert {"SLOEVAL_TELEGRAM_BOT_TOKEN_FILE", "SLOEVAL_SMTP_PASSWORD_FILE", DATABASE_URL_FILE_VAR} <= seen
 
 
 def test_the_dockerfile_builds_the_image_the_deployment_files_expect() -> None:
@@ -335,10 +354,11 @@ def test_http_status_sees_unknown_paths() -> None:
 # --- docker compose ---------------------------------------------------------------------------
 
 
-def test_compose_file_has_the_four_services_and_no_version_key() -> None:
+def test_compose_file_has_its_services_and_no_version_key() -> None:
     data = compose()
     assert "version" not in data, "the compose spec has no version key; compose warns about it"
-    assert set(data["services"]) == {"api", "sloeval", "prometheus", "grafana"}
+    assert set(data["services"]) == {"api", *SLOEVAL_REPLICAS, "postgres", "prometheus", "grafana"}
+    assert tuple(sloeval_services()) == SLOEVAL_REPLICAS
 
 
 def test_compose_file_follows_the_compose_spec_schema() -> None:
@@ -410,8 +430,17 @@ def test_third_party_images_are_pinned_to_a_release(name: str) -> None:
     assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{image}: pin a released version, not {tag!r}"
 
 
-def test_sloeval_service_builds_the_image_and_is_locked_down() -> None:
-    svc = service("sloeval")
+def test_postgres_image_is_pinned_to_a_major_version() -> None:
+    # Minor releases of one major keep the data directory format (and bring the fixes); a new
+    # major needs pg_upgrade, so it must never arrive through a pull.
+    repository, _, tag = service("postgres")["image"].rpartition(":")
+    assert repository == "postgres", "the official image"
+    assert re.fullmatch(r"\d+(\.\d+)?", tag), f"pin a major version, not {tag!r}"
+
+
+@pytest.mark.parametrize("name", SLOEVAL_REPLICAS)
+def test_sloeval_service_builds_the_image_and_is_locked_down(name: str) -> None:
+    svc = service(name)
     assert svc["image"] == "sloeval:latest"
     assert (DEPLOY / svc["build"]["context"]).resolve() == REPO
     assert svc["read_only"] is True
@@ -422,21 +451,25 @@ def test_sloeval_service_builds_the_image_and_is_locked_down() -> None:
     assert svc.get("user") in (None, str(IMAGE_UID), f"{IMAGE_UID}:{IMAGE_UID}")
 
 
-def test_sloeval_healthcheck_is_a_real_cli_command() -> None:
-    test = service("sloeval")["healthcheck"]["test"]
+@pytest.mark.parametrize("name", SLOEVAL_REPLICAS)
+def test_sloeval_healthcheck_is_a_real_cli_command(name: str) -> None:
+    test = service(name)["healthcheck"]["test"]
     assert test[:2] == ["CMD", "sloeval"], "exec form, running the image's sloeval entry point"
     build_parser().parse_args(test[2:])  # exits (SystemExit) on an unknown command or option
 
 
-def test_sloeval_mounts_follow_the_image_contract() -> None:
-    svc = service("sloeval")
+@pytest.mark.parametrize("name", SLOEVAL_REPLICAS)
+def test_sloeval_mounts_follow_the_image_contract(name: str) -> None:
+    svc = service(name)
     by_target = {target: (source, read_only) for source, target, read_only in mounts(svc)}
     config_source, config_read_only = by_target[IMAGE_SLO_FILE.parent]
     assert config_read_only, "the config directory is mounted read-only"
     assert (DEPLOY / config_source / IMAGE_SLO_FILE.name).resolve() == SLO_FILE
-    state_source, _ = by_target[IMAGE_STATE_DIR]
-    assert not is_host_path(state_source), "the state lives in a named volume"
     env = environment(svc)
+    if IMAGE_STATE_DIR in by_target:
+        assert not is_host_path(by_target[IMAGE_STATE_DIR][0]), "the state lives in a named volume"
+    else:
+        assert DATABASE_URL_FILE_VAR in env, "without a state volume the state must be in the database"
     assert "SLOEVAL_SLO_FILE" not in env or env["SLOEVAL_SLO_FILE"] == str(IMAGE_SLO_FILE)
     assert "SLOEVAL_STATE_DIR" not in env or env["SLOEVAL_STATE_DIR"] == str(IMAGE_STATE_DIR)
     port = int(env.get("SLOEVAL_HTTP_PORT", IMAGE_PORT))
@@ -444,15 +477,17 @@ def test_sloeval_mounts_follow_the_image_contract() -> None:
     assert {container for _, _, container in ports(svc)} == {port}
 
 
-def test_sloeval_talks_to_the_bundled_prometheus() -> None:
-    url = interpolate(environment(service("sloeval"))["SLOEVAL_PROMETHEUS_URL"], {})
+@pytest.mark.parametrize("name", SLOEVAL_REPLICAS)
+def test_sloeval_talks_to_the_bundled_prometheus(name: str) -> None:
+    url = interpolate(environment(service(name))["SLOEVAL_PROMETHEUS_URL"], {})
     assert url == "http://prometheus:9090"
     assert any(container == 9090 for _, _, container in ports(service("prometheus")))
 
 
-def test_sloeval_secrets_are_files_under_run_secrets() -> None:
+@pytest.mark.parametrize("name", SLOEVAL_REPLICAS)
+def test_sloeval_secrets_are_files_under_run_secrets(name: str) -> None:
     data = compose()
-    svc = service("sloeval")
+    svc = service(name)
     given = {s if isinstance(s, str) else s["source"]: s for s in svc["secrets"]}
     assert set(given) <= set(data["secrets"]), "a service secret is not declared at the top level"
     targets = {
@@ -472,7 +507,7 @@ def test_env_example_keeps_secrets_out() -> None:
     secret_vars = {name.removesuffix("_FILE") for name in SECRET_FILE_VARS}
     leaked = (set(active) | set(examples)) & secret_vars
     assert not leaked, f".env.example must not set {sorted(leaked)}: secrets are files in secrets/"
-    set_by_compose = set(environment(service("sloeval"))) & SECRET_FILE_VARS
+    set_by_compose = {name for svc in sloeval_services().values() for name in environment(svc)} & SECRET_FILE_VARS
     assert not (set(active) | set(examples)) & set_by_compose
 
 
@@ -508,12 +543,15 @@ def test_env_example_gives_valid_settings(with_examples: bool, tmp_path: Path, m
     active, examples = env_example()
     dotenv = {**active, **(examples if with_examples else {})}
     container = {k: v for k, v in dotenv.items() if k.startswith(ENV_PREFIX)}
-    for name, value in environment(service("sloeval")).items():
+    for name, value in environment(service(SLOEVAL_REPLICAS[0])).items():
         container[name] = interpolate(value, dotenv)
     container |= {"SLOEVAL_SLO_FILE": str(IMAGE_SLO_FILE), "SLOEVAL_STATE_DIR": str(IMAGE_STATE_DIR)}
     for name in SECRET_FILE_VARS & set(container):
         secret = tmp_path / PurePosixPath(container[name]).name
-        secret.write_text("123456:secret-from-a-file\n", encoding="utf-8")
+        if name == DATABASE_URL_FILE_VAR:
+            secret.write_text("postgresql://sloeval:s3cret@postgres:5432/sloeval\n", encoding="utf-8")
+        else:
+            secret.write_text("123456:secret-from-a-file\n", encoding="utf-8")
         container[name] = str(secret)
     for name in list(os.environ):
         if name.startswith(ENV_PREFIX):
@@ -521,10 +559,11 @@ def test_env_example_gives_valid_settings(with_examples: bool, tmp_path: Path, m
     for name, value in container.items():
         monkeypatch.setenv(name, value)
     try:
-        load_settings()
+        settings = load_settings()
         channels = load_channel_settings()
     except SettingsError as exc:
         pytest.fail(f"sloeval would not start with this .env: {exc}")
+    assert settings.database_url is not None, "the replicas share their state in PostgreSQL"
     telegram, email = channels["telegram"], channels["email"]
     assert isinstance(telegram, TelegramSettings)
     assert telegram.telegram_bot_token is not None
@@ -547,21 +586,63 @@ def git_ignored(path: str) -> bool:
         ("deploy/.env", True),
         ("deploy/secrets/telegram_bot_token", True),
         ("deploy/secrets/smtp_password", True),
+        ("deploy/secrets/database_url", True),
+        ("deploy/secrets/postgres_password", True),
         ("deploy/secrets/anything-else", True),
         ("deploy/.env.example", False),
         ("deploy/secrets/README.md", False),
         ("deploy/secrets/.gitignore", False),
         ("deploy/secrets/telegram_bot_token.example", False),
+        ("deploy/secrets/database_url.example", False),
     ],
 )
 def test_filled_in_secrets_are_ignored_by_git(path: str, ignored: bool) -> None:
     assert git_ignored(path) is ignored
 
 
-def test_secret_examples_are_empty() -> None:
-    examples = sorted((DEPLOY / "secrets").glob("*.example"))
-    assert {p.name.removesuffix(".example") for p in examples} == set(compose()["secrets"])
-    assert all(p.read_bytes() == b"" for p in examples)
+def test_secret_examples_hold_no_secret() -> None:
+    examples = {p.name.removesuffix(".example"): p for p in (DEPLOY / "secrets").glob("*.example")}
+    assert set(examples) == set(compose()["secrets"])
+    filled = {name for name, path in examples.items() if path.read_bytes() != b""}
+    # The database URL is not empty even as an example: an empty URL means SQLite in every
+    # replica, each leading and paging. Its placeholder password fails loudly instead.
+    assert filled == {"database_url"}
+    url = urlsplit(examples["database_url"].read_text(encoding="utf-8").strip())
+    assert url.password == PLACEHOLDER_PASSWORD
+
+
+def test_the_replicas_share_one_configuration() -> None:
+    replicas = sloeval_services()
+    assert len(replicas) >= 2
+    first, *others = replicas.values()
+    for other in others:
+        assert {k: v for k, v in other.items() if k != "ports"} == {k: v for k, v in first.items() if k != "ports"}
+    host_ports = [port for svc in replicas.values() for _, port, _ in ports(svc)]
+    assert len(host_ports) == len(set(host_ports)), "each replica publishes a host port of its own"
+
+
+def test_the_replicas_share_the_bundled_database() -> None:
+    data = compose()
+    postgres = service("postgres")
+    postgres_env = environment(postgres)
+    url = urlsplit((DEPLOY / "secrets" / "database_url.example").read_text(encoding="utf-8").strip())
+    assert url.scheme in ("postgresql", "postgres")
+    assert (url.hostname, url.port or 5432) == ("postgres", 5432)
+    assert url.username == postgres_env["POSTGRES_USER"]
+    assert url.path == "/" + postgres_env["POSTGRES_DB"]
+    assert not postgres.get("ports"), "the database is reached over the compose network only"
+    assert "POSTGRES_PASSWORD" not in postgres_env, "the password comes from a secret file"
+    password_secret = PurePosixPath(postgres_env["POSTGRES_PASSWORD_FILE"])
+    assert password_secret.parent == PurePosixPath("/run/secrets")
+    assert password_secret.name in postgres["secrets"]
+    assert password_secret.name in data["secrets"]
+    data_dir = {target: source for source, target, _ in mounts(postgres)}[PurePosixPath("/var/lib/postgresql/data")]
+    assert not is_host_path(data_dir), "the database lives in a named volume"
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    for name, svc in sloeval_services().items():
+        url_file = PurePosixPath(environment(svc)[DATABASE_URL_FILE_VAR])
+        assert url_file == PurePosixPath("/run/secrets/database_url"), name
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy", name
 
 
 def readme_yaml_blocks() -> list[Any]:
@@ -615,14 +696,16 @@ def test_prometheus_keeps_the_longest_slo_window() -> None:
 
 
 @pytest.mark.parametrize(
-    ("job", "service_name", "port"), [("samokoder-api", "api", 8000), ("sloeval", "sloeval", 9180)]
+    ("job", "service_names", "port"), [("samokoder-api", ("api",), 8000), ("sloeval", SLOEVAL_REPLICAS, 9180)]
 )
-def test_prometheus_scrapes_the_api_and_sloeval(job: str, service_name: str, port: int) -> None:
+def test_prometheus_scrapes_the_api_and_every_sloeval_replica(
+    job: str, service_names: tuple[str, ...], port: int
+) -> None:
     scrape = scrape_jobs()[job]
     targets = [t for group in scrape["static_configs"] for t in group["targets"]]
-    assert targets == [f"{service_name}:{port}"]
-    assert service_name in compose()["services"]
-    if service_name == "sloeval":
+    assert targets == [f"{name}:{port}" for name in service_names]
+    assert set(service_names) <= set(compose()["services"])
+    if job == "sloeval":
         assert port == Settings.model_fields["http_port"].default
         assert http_status(scrape.get("metrics_path", "/metrics")) == 200
 
@@ -706,7 +789,7 @@ def test_grafana_datasource_is_the_bundled_prometheus() -> None:
     assert data["apiVersion"] == 1
     (source,) = data["datasources"]
     assert (source["uid"], source["name"], source["type"]) == (DATASOURCE_UID, "Prometheus", "prometheus")
-    assert source["url"] == interpolate(environment(service("sloeval"))["SLOEVAL_PROMETHEUS_URL"], {})
+    assert source["url"] == interpolate(environment(service(SLOEVAL_REPLICAS[0]))["SLOEVAL_PROMETHEUS_URL"], {})
     assert source["jsonData"]["timeInterval"] == prometheus_config()["global"]["scrape_interval"]
 
 
@@ -749,7 +832,7 @@ def test_kubernetes_manifests_parse_and_name_their_objects() -> None:
         assert doc.get("kind"), f"{path.name}: a document without kind"
         assert doc.get("metadata", {}).get("name"), f"{path.name}: a {doc['kind']} without metadata.name"
     kinds = sorted(doc["kind"] for _, doc in documents)
-    assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "Secret", "Service", "ServiceMonitor"]
+    assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "Secret", "Secret", "Service", "ServiceMonitor"]
 
 
 def kustomization() -> dict[str, Any]:
@@ -775,6 +858,7 @@ def test_kubectl_kustomize_builds_the_directory() -> None:
         ("ConfigMap", "sloeval-env"),
         ("ConfigMap", "sloeval-slos"),
         ("Deployment", "samokoder-api"),
+        ("Secret", "sloeval-database"),
         ("Secret", "sloeval-secrets"),
         ("Service", "sloeval"),
     ]
@@ -842,9 +926,9 @@ def test_sidecar_follows_the_image_contract() -> None:
     assert "subPath" not in config_mount, "a subPath mount never sees ConfigMap updates"
     config_map = k8s_objects("ConfigMap")[volumes[config_mount["name"]]["configMap"]["name"]]
     assert IMAGE_SLO_FILE.name in config_map["data"]
-    assert IMAGE_STATE_DIR in by_path
     assert PurePosixPath("/tmp") in by_path, "a writable /tmp under readOnlyRootFilesystem"
     env = {v["name"]: v.get("value") for v in container.get("env", [])}
+    assert DATABASE_URL_FILE_VAR in env or IMAGE_STATE_DIR in by_path, "state needs the database or a volume"
     for config_map_ref in container.get("envFrom", []):
         env |= k8s_objects("ConfigMap")[config_map_ref["configMapRef"]["name"]]["data"]
     assert env.get("SLOEVAL_SLO_FILE", str(IMAGE_SLO_FILE)) == str(IMAGE_SLO_FILE)
@@ -881,6 +965,24 @@ def test_sidecar_probes_use_sloeval_endpoints() -> None:
             assert http_status(route) != 404, f"{path.name}: sloeval does not serve {route}"
 
 
+def test_the_sidecars_of_every_replica_share_one_database() -> None:
+    (deployment,) = k8s_objects("Deployment").values()
+    assert deployment["spec"]["replicas"] >= 2
+    pod, container = sidecar()
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    url_file = PurePosixPath(env[DATABASE_URL_FILE_VAR])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) == url_file.parent]
+    secret = k8s_objects("Secret")[volumes[mount["name"]]["secret"]["secretName"]]
+    url = urlsplit(secret["stringData"][url_file.name])
+    assert url.scheme in ("postgresql", "postgres")
+    # One sidecar per pod: a readiness probe on it would be the API's readiness.
+    assert "readinessProbe" not in container
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Strategy Recreate was only needed while each pod had its own SQLite state.
+    assert deployment["spec"].get("strategy", {}).get("type", "RollingUpdate") == "RollingUpdate"
+
+
 def test_pod_annotations_point_at_sloeval_metrics() -> None:
     (deployment,) = k8s_objects("Deployment").values()
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -906,14 +1008,25 @@ def test_service_and_servicemonitor_reach_the_sidecar_as_job_sloeval() -> None:
     # The job label Prometheus gives these series: the rules in config/prometheus expect "sloeval".
     assert svc["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "sloeval"
     assert "sloeval" in scrape_jobs()
+    # The operator's `service` target label would rename sloeval's own `service` label, which the
+    # dashboard and the rules read, to exported_service.
+    assert "service" in LABELS_READ["samokoder_error_budget_remaining_percent"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert {"action": "labeldrop", "regex": "service"} in endpoint["relabelings"]
 
 
-def test_secret_manifest_holds_only_empty_placeholders() -> None:
-    for secret in k8s_objects("Secret").values():
+def test_secret_manifest_holds_only_placeholders() -> None:
+    secrets = k8s_objects("Secret")
+    assert set(secrets) == {"sloeval-secrets", "sloeval-database"}
+    for secret in secrets.values():
         assert "data" not in secret
         assert secret["stringData"], "keep the keys: the Deployment points sloeval at them"
-        filled = [key for key, value in secret["stringData"].items() if value != ""]
-        assert not filled, f"real secret values do not belong in git: {filled}"
+    filled = [key for key, value in secrets["sloeval-secrets"]["stringData"].items() if value != ""]
+    assert not filled, f"real secret values do not belong in git: {filled}"
+    # The database URL is an example, never empty (that would be SQLite in every pod, each
+    # leading); its password is a placeholder.
+    (url,) = secrets["sloeval-database"]["stringData"].values()
+    assert urlsplit(url).password == PLACEHOLDER_PASSWORD
 
 
 if __name__ == "__main__":

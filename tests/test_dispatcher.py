@@ -12,14 +12,15 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 
 from devtools.smtp_server import SmtpServer
 from devtools.telegram_stub import BotApiStub
 from sloeval.alerting.channels.smtp import EmailChannel
 from sloeval.alerting.channels.telegram import TelegramChannel
 from sloeval.alerting.dispatcher import MAX_BACKOFF, Dispatcher, backoff_delay
-from sloeval.alerting.store import NewMessage, StateStore
-from sloeval.state.sqlite import SQLiteStateStore
+from sloeval.alerting.store import NewMessage, OutboxItem, StateStore
+from sloeval.state.sqlite import KEEP_DONE_SECONDS, SQLiteStateStore, ThreadedSQLiteStore
 
 CHAT = "4242"
 ONCALL = "oncall@example.test"
@@ -102,7 +103,7 @@ def test_backoff_delay() -> None:
 async def test_queued_message_is_delivered_once(store: StateStore, stub: BotApiStub) -> None:
     outcomes = Outcomes()
     channel = telegram(stub)
-    dispatcher = Dispatcher(store, channel, attempt_timeout=2.0, on_outcome=outcomes)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), channel, attempt_timeout=2.0, on_outcome=outcomes)
     queue(store, "telegram", CHAT, "<b>FIRING</b> api-errors")
     queue(store, "email", ONCALL, "not for telegram")
     try:
@@ -121,7 +122,7 @@ async def test_queued_message_is_delivered_once(store: StateStore, stub: BotApiS
 @pytest.mark.anyio
 async def test_email_with_html_part_is_delivered(store: StateStore) -> None:
     with SmtpServer() as server:
-        dispatcher = Dispatcher(store, email(server.port), attempt_timeout=2.0)
+        dispatcher = Dispatcher(ThreadedSQLiteStore(store), email(server.port), attempt_timeout=2.0)
         queue(store, "email", ONCALL, "budget 42 %\n", html="<p>budget 42 %</p>")
         assert await dispatcher.deliver_due() == 1
         [mail] = server.wait_for(1, timeout=2)
@@ -142,7 +143,7 @@ async def test_telegram_429_waits_for_retry_after(
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
     outcomes = Outcomes()
     channel = telegram(stub)
-    dispatcher = Dispatcher(store, channel, attempt_timeout=2.0, on_outcome=outcomes)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), channel, attempt_timeout=2.0, on_outcome=outcomes)
     stub.fail_next("sendMessage", status=429, retry_after=1)
     queue(store, "telegram", CHAT, "flood")
     try:
@@ -173,7 +174,7 @@ async def test_telegram_429_waits_for_retry_after(
 async def test_permanent_failure_is_never_retried(store: StateStore, stub: BotApiStub) -> None:
     outcomes = Outcomes()
     channel = telegram(stub)
-    dispatcher = Dispatcher(store, channel, attempt_timeout=2.0, on_outcome=outcomes)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), channel, attempt_timeout=2.0, on_outcome=outcomes)
     stub.fail_next("sendMessage", status=403)
     queue(store, "telegram", CHAT, "kicked")
     try:
@@ -193,7 +194,7 @@ async def test_permanent_failure_is_never_retried(store: StateStore, stub: BotAp
 async def test_last_try_at_the_deadline_then_failed(store: StateStore, stub: BotApiStub) -> None:
     outcomes = Outcomes()
     channel = telegram(stub)
-    dispatcher = Dispatcher(store, channel, attempt_timeout=2.0, on_outcome=outcomes)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), channel, attempt_timeout=2.0, on_outcome=outcomes)
     stub.fail_next("sendMessage", status=500, times=2)
     queue(store, "telegram", CHAT, "late", deadline_in=0.5)  # the next backoff (~1 s) is past the deadline
     try:
@@ -214,7 +215,7 @@ async def test_last_try_at_the_deadline_then_failed(store: StateStore, stub: Bot
 async def test_deadline_passed_after_temporary_error(store: StateStore, stub: BotApiStub, deadline_in: float) -> None:
     outcomes = Outcomes()
     channel = telegram(stub)
-    dispatcher = Dispatcher(store, channel, attempt_timeout=2.0, on_outcome=outcomes)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), channel, attempt_timeout=2.0, on_outcome=outcomes)
     stub.fail_next("sendMessage", status=500)
     queue(store, "telegram", CHAT, "late", deadline_in=deadline_in)
     try:
@@ -234,7 +235,7 @@ async def test_retry_after_beyond_deadline_fails(
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
     outcomes = Outcomes()
     channel = telegram(stub)
-    dispatcher = Dispatcher(store, channel, attempt_timeout=2.0, on_outcome=outcomes)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), channel, attempt_timeout=2.0, on_outcome=outcomes)
     stub.fail_next("sendMessage", status=429, retry_after=30)
     queue(store, "telegram", CHAT, "flooded", deadline_in=10.0)
     try:
@@ -257,9 +258,11 @@ async def test_one_channel_down_never_delays_the_other(store: StateStore, stub: 
             silent.bind(("127.0.0.1", 0))
             silent.listen()
             port = silent.getsockname()[1]
-        mail = Dispatcher(store, email(port, timeout=1.0), attempt_timeout=1.0, on_outcome=outcomes)
+        mail = Dispatcher(
+            ThreadedSQLiteStore(store), email(port, timeout=1.0), attempt_timeout=1.0, on_outcome=outcomes
+        )
         retries_to_see = 2 if email_down == "closed-port" else 1
-        chat = Dispatcher(store, telegram(stub), attempt_timeout=2.0, on_outcome=outcomes)
+        chat = Dispatcher(ThreadedSQLiteStore(store), telegram(stub), attempt_timeout=2.0, on_outcome=outcomes)
         queue(store, "email", ONCALL, "mail first")
         queue(store, "telegram", CHAT, "page")
         async with anyio.create_task_group() as group:
@@ -283,7 +286,7 @@ async def test_one_channel_down_never_delays_the_other(store: StateStore, stub: 
 @pytest.mark.anyio
 async def test_wake_delivers_new_message_without_waiting_for_idle_poll(store: StateStore, stub: BotApiStub) -> None:
     outcomes = Outcomes()
-    dispatcher = Dispatcher(store, telegram(stub), attempt_timeout=2.0, on_outcome=outcomes)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), telegram(stub), attempt_timeout=2.0, on_outcome=outcomes)
     async with anyio.create_task_group() as group:
         group.start_soon(dispatcher.run)
         await anyio.sleep(0.2)  # idle: nothing queued, the worker waits up to IDLE_POLL (5 s)
@@ -305,7 +308,12 @@ async def test_pending_message_survives_restart(tmp_path: Path) -> None:
     store = SQLiteStateStore.open(tmp_path)
     outcomes = Outcomes()
     queue(store, "email", ONCALL, "survives\n")
-    assert await Dispatcher(store, email(port), attempt_timeout=2.0, on_outcome=outcomes).deliver_due() == 0
+    assert (
+        await Dispatcher(
+            ThreadedSQLiteStore(store), email(port), attempt_timeout=2.0, on_outcome=outcomes
+        ).deliver_due()
+        == 0
+    )
     assert outcomes.seen == [("email", "retry")]
     assert store.counts() == {("email", "pending"): 1}
     store.close()
@@ -316,7 +324,9 @@ async def test_pending_message_survives_restart(tmp_path: Path) -> None:
         [item] = reopened.due("email", time.time() + 60)
         assert item.attempts == 1
         with SmtpServer(port=port) as server:
-            dispatcher = Dispatcher(reopened, email(port), attempt_timeout=2.0, on_outcome=outcomes)
+            dispatcher = Dispatcher(
+                ThreadedSQLiteStore(reopened), email(port), attempt_timeout=2.0, on_outcome=outcomes
+            )
             reopened.reschedule(item.id, time.time(), "made due by the test")
             assert await dispatcher.deliver_due() == 1
             [mail] = server.wait_for(1, timeout=2)
@@ -333,7 +343,78 @@ async def test_worker_survives_an_unusable_outbox(tmp_path: Path, stub: BotApiSt
     broken = SQLiteStateStore.open(tmp_path / "broken")
     broken.close()  # every store call now raises sqlite3.ProgrammingError
     channel = telegram(stub)
-    dispatcher = Dispatcher(broken, channel, attempt_timeout=2.0)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(broken), channel, attempt_timeout=2.0)
     with anyio.move_on_after(0.5) as scope:
         await dispatcher.run()
     assert scope.cancelled_caught  # still running when time was up: the error did not end the worker
+
+
+class PollCountingStore(SQLiteStateStore):
+    """The real store, counting how often a worker asks it what is due."""
+
+    polls = 0
+
+    def due(self, channel: str, now: float, limit: int = 50) -> list[OutboxItem]:
+        self.polls += 1
+        return super().due(channel, now, limit)
+
+
+@pytest.mark.anyio
+async def test_worker_sleeps_while_the_head_of_a_queue_backs_off(
+    tmp_path: Path, stub: BotApiStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+    store = PollCountingStore.open(tmp_path)
+    outcomes = Outcomes()
+    stub.fail_next("sendMessage", status=429, retry_after=30)
+    now = time.time()
+    queued = [NewMessage("telegram", CHAT, f"s{i}", f"page {i}", None, now + 3600) for i in range(3000)]
+    store.commit_cycle({}, queued, now)  # the first backs off 30 s; the 2,999 behind it wait for it
+    try:
+        with anyio.move_on_after(3):
+            await Dispatcher(ThreadedSQLiteStore(store), telegram(stub), attempt_timeout=2.0, on_outcome=outcomes).run()
+        assert store.counts() == {("telegram", "pending"): 3000}
+    finally:
+        store.close()
+    assert outcomes.seen == [("telegram", "retry")]
+    assert send_attempts(stub) == 1
+    assert store.polls <= 2, f"{store.polls} polls of the outbox while nothing could be sent"
+
+
+@pytest.mark.anyio
+async def test_finished_messages_are_pruned_while_running(store: StateStore, stub: BotApiStub) -> None:
+    queue(store, "telegram", CHAT, "long done")
+    queue(store, "email", ONCALL, "another channel's")
+    [page], [mail] = store.due("telegram", time.time()), store.due("email", time.time())
+    long_ago = time.time() - KEEP_DONE_SECONDS - 60
+    store.mark_sent(page.id, long_ago)  # finished long ago, yet after the store was opened (and pruned)
+    store.mark_sent(mail.id, long_ago)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), telegram(stub), attempt_timeout=2.0, prune_interval=0.2)
+    async with anyio.create_task_group() as group:
+        group.start_soon(dispatcher.run)
+        with anyio.fail_after(3):
+            while store.counts().get(("telegram", "sent")):
+                await anyio.sleep(0.05)
+        group.cancel_scope.cancel()
+    assert store.counts() == {("email", "sent"): 1}  # each worker prunes its own channel
+
+
+@pytest.mark.anyio
+async def test_worker_retries_an_unreadable_bot_api_answer(store: StateStore, stub: BotApiStub) -> None:
+    outcomes = Outcomes()
+    channel = telegram(stub)
+    dispatcher = Dispatcher(ThreadedSQLiteStore(store), channel, attempt_timeout=2.0, on_outcome=outcomes)
+    stub.answer_next("sendMessage", result={"message_id": 1})
+    queue(store, "telegram", CHAT, "page")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert await dispatcher.deliver_due() == 0
+        [item] = store.due("telegram", time.time() + 60)
+        store.reschedule(item.id, time.time(), "made due by the test")
+        assert await dispatcher.deliver_due() == 1
+    finally:
+        await channel.aclose()
+    assert outcomes.seen == [("telegram", "retry"), ("telegram", "sent")]
+    assert [e["event"] for e in logs] == ["notification_retry"]  # no notification_unexpected_error, no traceback
+    assert logs[0]["error"].startswith("Telegram answered with a result that cannot be read (KeyError")
+    assert [m.text for m in stub.sent()] == ["page"]

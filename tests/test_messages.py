@@ -1,4 +1,8 @@
+import html
+import unicodedata
 from pathlib import Path
+
+import pytest
 
 from sloeval.alerting.channels.smtp import email_subject, render_plain
 from sloeval.alerting.channels.telegram import TELEGRAM_LIMIT, render_telegram
@@ -118,3 +122,66 @@ def test_mixed_label_sets_name_their_labels_per_item() -> None:
     assert text.splitlines()[0] == "FIRING: errors [critical] 2 alerts"
     assert "FIRING Fast {endpoint=/a} [critical]" in text
     assert "FIRING Fast {endpoint=/b} [critical]" in text
+
+
+# Label values that would start a line, or turn the text around, if written as they are.
+FORGING = {
+    "lf": "x\nBcc: evil@example.com",
+    "crlf": HOSTILE,
+    "cr": "x\rBcc: evil@example.com",
+    "nel": "x\x85Bcc: evil@example.com",
+    "vertical-tab": "x\vBcc: evil@example.com",
+    "file-separator": "x\x1cBcc: evil@example.com",
+    "line-separator": "x\u2028Bcc: evil@example.com",
+    "paragraph-separator": "x\u2029Bcc: evil@example.com",
+    "right-to-left-override": "\u202emoc.elpmaxe@live",
+    "right-to-left-isolate": "a\u2067b\u2069c",
+    "escape-sequence": "\x1b[2J\x1b[31mred",
+    "nul-and-zero-width": "a\x00b\u200bc",
+}
+UNSEEN_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def renderings(labels: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Every text a channel makes of a group whose label values are ``labels``, and of mixed label sets."""
+    whole = group("errors", labels)
+    mixed = MessageGroup(
+        "email",
+        "errors",
+        (),
+        tuple(
+            Notification(
+                AlertKey("errors", "Fast", tuple((k, v + n) for k, v in labels)), "critical", "firing", facts(), 1, 1
+            )
+            for n in ("", "2")
+        ),
+    )
+    texts: dict[str, str] = {}
+    for name, g in (("grouped", whole), ("mixed", mixed)):
+        plain = render_plain(g, ERRORS)
+        texts[f"{name} email text"] = plain.text
+        texts[f"{name} email html"] = plain.html or ""
+        texts[f"{name} email subject"] = plain.subject
+        texts[f"{name} telegram"] = render_telegram(g, ERRORS).text
+    return texts
+
+
+@pytest.mark.parametrize("value", FORGING.values(), ids=FORGING.keys())
+def test_label_values_stay_on_their_line_and_read_as_written(value: str) -> None:
+    hostile = renderings((("endpoint", value), ("region", "eu")))
+    benign = renderings((("endpoint", "x Bcc: evil@example.com"), ("region", "eu")))
+    for where, text in hostile.items():
+        assert len(text.splitlines()) == len(benign[where].splitlines()), where  # no line forged
+        assert not any(line.lstrip(" <>bph3").startswith("Bcc:") for line in text.splitlines()), where
+        unseen = {c for c in text if unicodedata.category(c) in UNSEEN_CATEGORIES and c != "\n"}
+        assert unseen == set(), f"{where}: {sorted(map(ascii, unseen))}"
+        written_out = value.encode("unicode_escape").decode("ascii").replace("\\\\", "\\")
+        if where != "mixed email subject":  # a subject of mixed label sets names no labels
+            assert any(form in text for form in (written_out, html.escape(written_out))), where
+
+
+def test_unseen_characters_are_written_out_the_way_code_writes_them() -> None:
+    text = render_plain(group("errors", (("endpoint", "a\nb\u2028c\u202ed\x1be"),)), ERRORS).text
+    assert "endpoint=a\\nb\\u2028c\\u202ed\\x1be" in text.splitlines()[0]
+    long = render_plain(group("errors", (("endpoint", "\u202e" * 60),)), ERRORS).text.splitlines()[0]
+    assert "endpoint=" + "\\u202e" * 16 + "…" in long  # capped at 100 characters as shown, never inside an escape

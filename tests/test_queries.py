@@ -5,7 +5,7 @@ import anyio
 
 from sloeval.config.slo_file import SLODefinition, parse_slo_text
 from sloeval.prometheus.results import QueryResult
-from sloeval.promql.buckets import le_values
+from sloeval.promql.buckets import bounds_query, le_matcher, match_bounds
 from sloeval.promql.expressions import part_expressions
 from sloeval.promql.plan import QueryPlan, pack, request_promql
 from sloeval.slo.evaluator import Evaluator
@@ -60,18 +60,71 @@ def test_ungrouped_sum_keeps_no_labels() -> None:
     ]
 
 
-def test_latency_matches_go_and_python_bucket_labels() -> None:
+def test_latency_matches_the_discovered_bucket_labels() -> None:
     slo = one_slo("- name: l\n  objective: 95\n  latency: {histogram: 'h{job=\"api\"}', threshold_seconds: 2}")
-    (good, total) = part_expressions(slo, 3600)
+    (good, total) = part_expressions(slo, 3600, le=("2", "2.0"))
     assert good == ("good", 'sum by () (increase(h_bucket{job="api", le=~"2|2\\\\.0"}[1h]))')
     assert total == ("total", 'sum by () (increase(h_count{job="api"}[1h]))')
+    (good, _) = part_expressions(slo, 3600, le=("2",))
+    assert good == ("good", 'sum by () (increase(h_bucket{job="api", le="2"}[1h]))')
 
 
-def test_le_values_cover_exporters() -> None:
-    assert le_values(2) == ["2", "2.0"]
-    assert le_values(0.25) == ["0.25"]
-    assert "1e+06" in le_values(1_000_000)
-    assert "1000000.0" in le_values(1_000_000)
+#: Go's prometheus.LinearBuckets(0.1, 0.1, 5), as client_golang writes the bounds.
+GO_LINEAR = ["0.1", "0.2", "0.30000000000000004", "0.4", "0.5", "+Inf"]
+
+
+def test_a_bound_written_with_float_noise_matches_its_threshold() -> None:
+    assert match_bounds(GO_LINEAR, 0.3).strings == ("0.30000000000000004",)
+    assert match_bounds(["0.7999999999999999", "0.8"], 0.8).strings == ("0.7999999999999999", "0.8")
+    # Every spelling of the bound that Prometheus reports is matched, and only those.
+    assert match_bounds(["1", "2", "2.0", "2e+00", "+Inf", "20"], 2).strings == ("2", "2.0", "2e+00")
+    assert match_bounds(["1e+06", "1000000.0", "999999"], 1_000_000).strings == ("1000000.0", "1e+06")
+
+
+def test_no_bound_at_the_threshold_names_the_bounds_found() -> None:
+    match = match_bounds([*reversed(GO_LINEAR), "junk", ""], 0.35)
+    assert match.strings == ()
+    assert match.bounds == tuple(GO_LINEAR)  # by value, as reported, unreadable ones left out
+    assert match_bounds([], 0.3).bounds == ()
+    assert match_bounds(["0.3000001"], 0.3).strings == ()  # close is not equal
+
+
+def test_le_matcher_is_exact() -> None:
+    assert le_matcher(["0.30000000000000004"]).render() == 'le="0.30000000000000004"'
+    regex = le_matcher(["1e+06", "1000000.0"]).value
+    assert regex == "1e\\+06|1000000\\.0"
+    assert [re.fullmatch(regex, text) is not None for text in ("1e+06", "1000000.0", "1e+060", "1000000x0")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_latency_slo_waits_for_its_bucket_bounds_then_reads_the_exact_label() -> None:
+    slo = one_slo("- name: l\n  objective: 95\n  latency: {histogram: 'h{job=\"api\"}', threshold_seconds: 0.3}")
+    query = bounds_query(slo)
+    assert query == 'group by (le) (last_over_time(h_bucket{job="api"}[30d:1h]) or h_bucket{job="api"})'
+    waiting = QueryPlan([slo])
+    assert waiting.bucket_queries == (query,)
+    assert waiting.expressions == ()  # nothing asked before the bounds are known: never a 0 SLI
+    assert waiting.slo_plans[0].blocked == 'bucket bounds of h_bucket{job="api"} not yet known'
+    plan = QueryPlan([slo], bucket_bounds={query: GO_LINEAR})
+    assert plan.bucket_queries == ()  # resolved: not asked again
+    assert plan.slo_plans[0].blocked is None
+    assert 'h_bucket{job="api", le="0.30000000000000004"}[5m]' in plan.expressions[0].promql
+    off = one_slo("- name: l\n  objective: 95\n  latency: {histogram: 'h{job=\"api\"}', threshold_seconds: 0.35}")
+    missing = QueryPlan([off], bucket_bounds={query: GO_LINEAR})
+    assert missing.expressions == ()
+    assert missing.bucket_queries == (query,)  # asked again until the bound shows up
+    assert missing.slo_plans[0].blocked == (
+        'threshold_seconds 0.35 is not a bucket bound of h_bucket{job="api"}; '
+        "bounds: 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, +Inf"
+    )
+    # No bucket series at all: no data, as a selector without series (not stale), and asked again.
+    empty = QueryPlan([slo], bucket_bounds={query: []})
+    assert (empty.slo_plans[0].blocked, empty.slo_plans[0].parts, empty.bucket_queries) == (None, (), (query,))
+    assert empty.slo_plans[0].no_data == 'no histogram buckets for h_bucket{job="api"} in the last 30d'
 
 
 def test_uptime_counts_samples() -> None:

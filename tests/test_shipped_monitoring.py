@@ -31,7 +31,9 @@ from tests.shipped_monitoring import (
     load_rules,
     load_rules_tests,
     metric_names,
+    reads_outside_replica_aggregation,
     rule_exprs,
+    shipped_exprs,
     shipped_metric_names,
     substitute_variables,
 )
@@ -52,6 +54,8 @@ DASHBOARD_MUST_READ = {
     "sloeval_prometheus_queries_total",
     "sloeval_notifications_total",
     "sloeval_build_info",
+    "sloeval_leader",
+    "sloeval_database_up",
     "up",
 }
 
@@ -60,7 +64,11 @@ EXPECTED_ALERTS = {
     "SLOErrorBudgetCritical",
     "SLODataStale",
     "SloevalDown",
+    "SloevalReplicaDown",
     "SloevalAbsent",
+    "SloevalNoLeader",
+    "SloevalSeveralLeaders",
+    "SloevalDatabaseDown",
     "SloevalNotEvaluating",
     "SloevalCyclesFailing",
     "SloevalNotificationsFailing",
@@ -323,7 +331,63 @@ def test_rules_read_the_gauges_they_alert_on() -> None:
         "sloeval_last_evaluation_timestamp_seconds",
         "sloeval_evaluation_cycles_total",
         "sloeval_notifications_total",
+        "sloeval_leader",
+        "sloeval_database_up",
     }
+
+
+# --- several replicas ---------------------------------------------------------------------------
+
+#: Exported alike by every replica (told apart only by instance/pod), so read only through an
+#: aggregation that drops those labels.
+PER_SLO_SERIES = re.compile(r"^(samokoder_\w+|sloeval_slo_data_stale)$")
+
+
+def test_replica_aggregation_check() -> None:
+    check = reads_outside_replica_aggregation
+    assert check('samokoder_x{slo=~"$slo"}', {"samokoder_x"}) == {"samokoder_x"}
+    assert check("max without (instance, pod) (samokoder_x)", {"samokoder_x"}) == set()
+    assert check("max without (instance) (samokoder_x)", {"samokoder_x"}) == {"samokoder_x"}
+    assert check("sum by (instance) (samokoder_x)", {"samokoder_x"}) == {"samokoder_x"}
+    assert check("min by (slo) (samokoder_x) / samokoder_y", {"samokoder_x", "samokoder_y"}) == {"samokoder_y"}
+    assert check("sum(rate(samokoder_x[5m])) by (slo)", {"samokoder_x"}) == set()
+    assert check("sum(rate(samokoder_x[5m])) by (pod)", {"samokoder_x"}) == {"samokoder_x"}
+    assert check('count(max(samokoder_x{a=")("})) or samokoder_x', {"samokoder_x"}) == {"samokoder_x"}
+    assert check("max_over_time(samokoder_x[5m])", {"samokoder_x"}) == {"samokoder_x"}
+
+
+def test_slo_series_are_aggregated_over_replicas() -> None:
+    """N replicas export the same SLO series: panels and rules must neither count them N times
+    nor let an alert's `for` restart when one replica restarts."""
+    checked: list[str] = []
+    for where, expr in shipped_exprs():
+        if where.startswith("dashboard variable"):
+            continue  # label_values() lists label values; replicas add none
+        names = {name for name in metric_names(expr) if PER_SLO_SERIES.match(name)}
+        checked += names
+        assert reads_outside_replica_aggregation(expr, names) == set(), f"{where}: {expr}"
+    assert len(checked) > 10
+
+
+def test_replica_alerts_read_the_replica_metrics() -> None:
+    exprs = {where.removeprefix("rule "): expr for where, expr in rule_exprs(load_rules())}
+    assert "sloeval_leader" in exprs["SloevalNoLeader"]
+    assert "sloeval_leader" in exprs["SloevalSeveralLeaders"]
+    assert "sloeval_database_up" in exprs["SloevalDatabaseDown"]
+    # Down: all replicas page, one warns.
+    assert reads_outside_replica_aggregation(exprs["SloevalDown"], {"up"}) == set()
+    assert reads_outside_replica_aggregation(exprs["SloevalReplicaDown"], {"up"}) == {"up"}
+
+
+def test_dashboard_shows_leader_and_database_per_replica() -> None:
+    panels = [
+        panel
+        for panel in dashboard_panels(load_dashboard())
+        if {"sloeval_leader", "sloeval_database_up"}
+        <= {name for target in panel.get("targets", []) for name in metric_names(target["expr"])}
+    ]
+    assert len(panels) == 1
+    assert all("{{instance}}" in target["legendFormat"] for target in panels[0]["targets"])
 
 
 def test_shipped_files_exist_where_the_docs_say() -> None:

@@ -336,3 +336,90 @@ def test_a_cycle_writes_only_what_changed_in_an_alerts_lifecycle(tmp_path: Path)
         stored = store.load_alerts()
     assert stored == {firing_key: FIRING, pending_key: fired}  # the firing alert's row was not rewritten
     assert gone_key not in stored
+
+
+def test_next_attempt_counts_only_the_head_of_each_recipients_queue(store: StateStore) -> None:
+    behind = [NewMessage("telegram", "4242", f"behind {i}", "b", None, NOW + 3600) for i in range(5)]
+    store.commit_cycle({}, [message(subject="head"), *behind], NOW)
+    [head] = [item for item in store.due("telegram", NOW) if item.subject == "head"]
+    store.reschedule(head.id, NOW + 30, "429")  # the head backs off; the five behind it wait for it
+    assert store.due("telegram", NOW + 29) == []
+    assert store.next_attempt_at("telegram") == NOW + 30
+    store.commit_cycle({}, [NewMessage("telegram", "other", "s", "b", None, NOW + 3600)], NOW + 5)
+    assert store.next_attempt_at("telegram") == NOW + 5  # another recipient's head can go now
+    assert store.next_attempt_at("email") is None
+
+
+def test_prune_drops_a_channels_old_finished_messages(store: StateStore) -> None:
+    now = time.time()
+    store.commit_cycle({}, [message(subject="old"), message(subject="recent"), message("email", "old mail")], NOW)
+    [old], [mail] = store.due("telegram", NOW), store.due("email", NOW)
+    store.mark_sent(old.id, now - state_store.KEEP_DONE_SECONDS - 60)
+    store.mark_sent(mail.id, now - state_store.KEEP_DONE_SECONDS - 60)
+    [recent] = store.due("telegram", NOW)
+    store.mark_failed(recent.id, "x", now - 60)
+    store.commit_cycle({}, [message(subject="pending")], NOW)
+    assert store.prune("telegram", now) == 1
+    assert outbox_subjects(store.path) == ["recent", "old mail", "pending"]  # other channels are theirs to prune
+    assert store.prune("telegram", now) == 0
+
+
+def test_a_second_store_on_the_directory_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
+    first = SQLiteStateStore.open(tmp_path)
+    first.commit_cycle({KEY: FIRING}, [], NOW)
+    with pytest.raises(StateStoreError) as info:
+        SQLiteStateStore.open(tmp_path)
+    assert str(info.value) == f"state directory {tmp_path} is in use by another sloeval (pid {os.getpid()})"
+    assert first.load_alerts() == {KEY: FIRING}  # the holder is undisturbed
+    first.close()
+    first.close()  # closing twice releases nothing else
+    second = SQLiteStateStore.open(tmp_path)  # released on close
+    try:
+        assert second.load_alerts() == {KEY: FIRING}
+    finally:
+        second.close()
+
+
+def test_lock_is_released_when_opening_the_database_fails(tmp_path: Path) -> None:
+    (tmp_path / DB_NAME).mkdir()  # not a file: the database cannot be opened
+    with pytest.raises(StateStoreError):
+        SQLiteStateStore.open(tmp_path)
+    (tmp_path / DB_NAME).rmdir()
+    SQLiteStateStore.open(tmp_path).close()  # not "in use by another sloeval"
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_state_file_lost_while_open_is_recreated_with_the_whole_state(tmp_path: Path, how: str) -> None:
+    import structlog
+
+    problems: list[str] = []
+    second = AlertKey("api-latency", "SlowBurn")
+    states = {KEY: FIRING, second: PENDING}
+    store = SQLiteStateStore.open(tmp_path / "state", on_problem=problems.append)
+    try:
+        store.commit_cycle(states, [message(subject="in flight"), message(subject="queued")], NOW)
+        in_flight = store.due("telegram", NOW)[0]
+        if how == "deleted":
+            (tmp_path / "state" / DB_NAME).unlink()
+        else:
+            with contextlib.closing(SQLiteStateStore.open(tmp_path / "other")) as other:
+                other.commit_cycle({AlertKey("stranger", "X"): PENDING}, [], NOW)
+            (tmp_path / "other" / DB_NAME).replace(tmp_path / "state" / DB_NAME)
+        with structlog.testing.capture_logs() as logs:
+            # Nothing changed in this cycle: with ``previous`` only a diff would be written.
+            store.commit_cycle(states, [message(subject="new")], NOW + 20, previous=states)
+            store.commit_cycle(states, [], NOW + 40, previous=states)
+        store.mark_sent(in_flight.id, time.time())  # the delivery that was in flight lands in the new file
+    finally:
+        store.close()
+    kind = "file_missing" if how == "deleted" else "file_replaced"
+    assert problems == [kind]  # once, not once per cycle
+    [event] = [e for e in logs if e["event"] == "state_file_recreated"]
+    assert (event["log_level"], event["reason"], event["pending_messages"]) == ("error", kind, 2)
+    with contextlib.closing(SQLiteStateStore.open(tmp_path / "state")) as reopened:
+        assert reopened.load_alerts() == states
+        assert reopened.counts() == {("telegram", "pending"): 2, ("telegram", "sent"): 1}
+        assert [i.subject for i in reopened.due("telegram", NOW + 60)] == ["queued"]
+    # The lost file's journal is never replayed onto the new file: dropped, or kept aside next to a replacement.
+    leftovers = sorted(p.name.split(".orphaned-")[0] for p in (tmp_path / "state").glob(f"{DB_NAME}-*"))
+    assert leftovers == ([] if how == "deleted" else [f"{DB_NAME}-shm", f"{DB_NAME}-wal"])

@@ -17,6 +17,8 @@ log = structlog.get_logger("sloeval.dispatcher")
 
 MAX_BACKOFF = 300.0
 IDLE_POLL = 5.0
+MIN_POLL = 0.05
+PRUNE_INTERVAL = 3600.0
 
 
 def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:
@@ -35,11 +37,16 @@ class Dispatcher:
         *,
         attempt_timeout: float,
         on_outcome: Callable[[str, str], None] = lambda channel, outcome: None,
+        prune_interval: float = PRUNE_INTERVAL,
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``may_send`` is asked before every send: a replica that lost leadership stops at once."""
         self._store = store
         self._channel = channel
         self._attempt_timeout = attempt_timeout
         self._on_outcome = on_outcome
+        self._prune_interval = prune_interval
+        self._may_send = may_send
         self._wake = anyio.Event()
 
     @property
@@ -50,15 +57,24 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
+        """Deliver what is due, then sleep until the next message that can be sent, a wake-up or the idle poll.
+
+        Finished messages of the channel are pruned every ``prune_interval`` seconds.
+        """
+        next_prune = anyio.current_time() + self._prune_interval
         try:
             while True:
                 try:
                     await self.deliver_due()
-                    next_at = await anyio.to_thread.run_sync(self._store.next_attempt_at, self._channel.name)
+                    if anyio.current_time() >= next_prune:
+                        next_prune = anyio.current_time() + self._prune_interval
+                        await self._prune()
+                    next_at = await self._store.next_attempt_at(self._channel.name)
                 except StateStoreError as exc:  # full or broken state volume: keep the worker, try again
                     log.error("outbox_unavailable", channel=self._channel.name, error=str(exc))
                     next_at = None
-                wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.05, next_at - time.time()))
+                wait = IDLE_POLL if next_at is None else max(MIN_POLL, next_at - time.time())
+                wait = min(wait, IDLE_POLL, max(MIN_POLL, next_prune - anyio.current_time()))
                 with anyio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = anyio.Event()
@@ -66,11 +82,21 @@ class Dispatcher:
             with anyio.CancelScope(shield=True):
                 await self._channel.aclose()
 
+    async def _prune(self) -> None:
+        pruned = await self._store.prune(self._channel.name, time.time())
+        if pruned:
+            log.info("outbox_pruned", channel=self._channel.name, messages=pruned)
+
     async def deliver_due(self) -> int:
         """Try every message that is due now; return how many were delivered."""
-        items = await anyio.to_thread.run_sync(self._store.due, self._channel.name, time.time())
+        if not self._may_send():
+            return 0
+        items = await self._store.due(self._channel.name, time.time())
         delivered = 0
         for item in items:
+            if not self._may_send():  # leadership lost while sending: the new leader takes over
+                log.warning("delivery_stopped", channel=self._channel.name, reason="no longer the leader")
+                break
             delivered += await self._deliver(item)
         return delivered
 
@@ -90,7 +116,7 @@ class Dispatcher:
             await self._failed(item, f"unexpected {type(exc).__name__}", permanent=False, retry_after=None)
             return False
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._store.mark_sent, item.id, time.time())
+            await self._store.mark_sent(item.id, time.time())
         self._on_outcome(self._channel.name, "sent")
         log.info("notification_sent", channel=self._channel.name, recipient=item.recipient, subject=item.subject)
         return True
@@ -103,7 +129,7 @@ class Dispatcher:
         if permanent or now + delay > item.deadline:
             reason = "permanent error" if permanent else "deadline passed"
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._store.mark_failed, item.id, error, now)
+                await self._store.mark_failed(item.id, error, now)
             self._on_outcome(self._channel.name, "failed")
             log.error(
                 "notification_failed",
@@ -116,7 +142,7 @@ class Dispatcher:
             )
             return
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._store.reschedule, item.id, now + delay, error)
+            await self._store.reschedule(item.id, now + delay, error)
         self._on_outcome(self._channel.name, "retry")
         log.warning(
             "notification_retry",

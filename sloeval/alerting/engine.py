@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-import anyio
 import structlog
 
 from sloeval.alerting.channels import Channel
-from sloeval.alerting.grouping import group_notifications
-from sloeval.alerting.machine import firing_alerts, step
-from sloeval.alerting.model import AlertKey, AlertState
+from sloeval.alerting.grouping import MessageGroup, group_notifications
+from sloeval.alerting.machine import firing_alerts, restored, step
+from sloeval.alerting.messages import SLODescription
+from sloeval.alerting.model import AlertKey, AlertState, SLOSummary
 from sloeval.alerting.rules import evaluate_rules
 from sloeval.alerting.store import NewMessage, StateStore
 from sloeval.config.settings import Settings
@@ -23,22 +21,43 @@ log = structlog.get_logger("sloeval.alerting")
 class Alerting:
     """Holds the alert states between cycles; persists them with the messages they cause."""
 
-    def __init__(self, config: SLOConfig, store: StateStore, channels: dict[str, Channel], settings: Settings) -> None:
+    def __init__(
+        self,
+        config: SLOConfig,
+        store: StateStore,
+        channels: dict[str, Channel],
+        settings: Settings,
+        *,
+        states: dict[AlertKey, AlertState],
+        last_cycle_at: float | None,
+    ) -> None:
+        """Use :meth:`open`, which reads the stored states first."""
         self._config = config
         self._store = store
         self._channels = channels
         self._settings = settings
         self._slos = {slo.name: slo for slo in config.slos}
-        self._states: dict[AlertKey, AlertState] = store.load_alerts()
-        self._stored: dict[AlertKey, AlertState] = dict(self._states)  # what the store holds
+        self._states: dict[AlertKey, AlertState] = states
+        self._stored: dict[AlertKey, AlertState] = dict(states)  # what the store holds
+        self._last_cycle_at = last_cycle_at
+        self._restoring = True  # the first cycle decides whether restored pending alerts still count
         routed = {c for route in config.notify.routes for c in route.channels}
         for missing in sorted(routed - set(channels)):
             log.warning("channel_not_configured", channel=missing, hint="messages routed to it are dropped")
         if self._states:
             log.info("alert_state_restored", alerts=len(self._states), firing=len(firing_alerts(self._states)))
 
+    @classmethod
+    async def open(
+        cls, config: SLOConfig, store: StateStore, channels: dict[str, Channel], settings: Settings
+    ) -> Alerting:
+        """The engine, continuing from what the store holds (raises StateStoreError)."""
+        states = await store.load_alerts()
+        last_cycle_at = await store.last_cycle_at()
+        return cls(config, store, channels, settings, states=states, last_cycle_at=last_cycle_at)
+
     def reconfigure(self, config: SLOConfig) -> None:
-        """Use a reloaded SLO file; alerts of removed SLOs are dropped at the next cycle."""
+        """Use a reloaded SLO file; firing alerts of removed SLOs resolve at the next cycle."""
         self._config = config
         self._slos = {slo.name: slo for slo in config.slos}
 
@@ -49,6 +68,15 @@ class Alerting:
     async def on_snapshot(self, snapshot: Snapshot) -> set[str]:
         """Advance alerts with this cycle's numbers; return the channels that got new messages."""
         now = snapshot.evaluated_at
+        if self._restoring:
+            self._restoring = False
+            interval = self._settings.eval_interval
+            kept = restored(self._states, last_cycle_at=self._last_cycle_at, now=now, interval=interval)
+            if len(kept) < len(self._states):
+                log.info(
+                    "pending_alerts_reset", alerts=len(self._states) - len(kept), reason="gap since the last cycle"
+                )
+            self._states = kept
         evaluations, stale = evaluate_rules(snapshot, data_missing_after=self._settings.stale_alert_after)
         result = step(
             self._states,
@@ -64,16 +92,14 @@ class Alerting:
             channel = self._channels.get(group.channel)
             if channel is None:
                 continue
-            slo = self._slos[group.slo]
+            slo = self._slos.get(group.slo) or _stored_summary(group)
             rendered = channel.render(group, slo)
             deadline = now + self._settings.notify_deadline
             messages += [
                 NewMessage(group.channel, r, rendered.subject, rendered.text, rendered.html, deadline)
                 for r in channel.recipients
             ]
-        await anyio.to_thread.run_sync(
-            partial(self._store.commit_cycle, result.states, messages, now, previous=self._stored)
-        )
+        await self._store.commit_cycle(result.states, messages, now, previous=self._stored)
         self._stored = result.states
         self._log_changes(result.states)
         self._states = result.states
@@ -96,3 +122,12 @@ class Alerting:
                 log.info("alert_state", slo=key.slo, alert=key.alert, labels=dict(key.labels), status=state.status)
         for key in self._states.keys() - new.keys():
             log.info("alert_state", slo=key.slo, alert=key.alert, labels=dict(key.labels), status="inactive")
+
+
+def _stored_summary(group: MessageGroup) -> SLODescription:
+    """What the alerts' stored facts say of an SLO that a reload removed."""
+    for notification in group.notifications:
+        if notification.facts.slo is not None:
+            return notification.facts.slo
+    objective = group.notifications[0].facts.objective
+    return SLOSummary(name=group.slo, slo_type="slo", service="-", objective=objective, period_name="-")

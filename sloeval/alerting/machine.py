@@ -1,18 +1,25 @@
 """The alert state machine: pure functions from (states, rule evaluations, now) to (states, notifications).
 
 inactive -> pending (condition true, ``for`` not met) -> firing -> resolved (inactive again).
-No data (stale SLO, zero traffic, missing window) leaves an alert exactly as it was:
-missing data never fires nor resolves anything by itself.
+No data (zero traffic in a window, a stale SLO) never fires anything; it ends a pending alert, and
+a firing one once it has lasted longer than the rule's own window (see :func:`step`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from sloeval.alerting.model import AlertKey, AlertState, Facts, Notification
 from sloeval.alerting.rules import DATA_MISSING_ALERT, RuleEvaluation
 from sloeval.config.alert_rules import NotifyPolicy
+from sloeval.config.durations import format_duration
+
+SLO_REMOVED = "SLO removed from the configuration"
+RULE_REMOVED = "alert rule removed from the configuration"
+LABELS_GONE = "label set no longer reported by Prometheus"
+ENDED_SILENCED = "ended while silenced"
 
 
 @dataclass(frozen=True)
@@ -38,38 +45,71 @@ def step(
 ) -> StepResult:
     """Advance every alert by one cycle and say which notifications are due.
 
+    - A condition that holds makes an alert pending, and firing once it has held in every cycle
+      for ``for``; a cycle where it does not hold (false, or no data) ends a pending alert.
+    - A firing alert ends when its condition is false (RESOLVED with this cycle's numbers), when
+      its condition has had no data for longer than the rule's own window (RESOLVED saying so, no
+      numbers), when its SLO, rule or label set is gone (RESOLVED saying so, no numbers). A
+      RESOLVED is owed for every FIRING that went out, silenced or not.
+    - FIRING messages, first or repeat, go out only in a cycle where the condition held, so they
+      always quote this cycle's numbers; silences and inhibition mute them, never a RESOLVED.
+
     ``interval`` is the time until the next cycle; it decides whether ``group_wait`` is worth
     holding a new group's first message for.
     """
     known = set(known_slos)
-    new_states: dict[AlertKey, AlertState] = {k: v for k, v in states.items() if k.slo in known}
+    stale = set(stale_slos)
+    new_states: dict[AlertKey, AlertState] = {}
     notifications: list[Notification] = []
-    evaluated_keys = set()
+    for key, state in sorted(states.items()):
+        if key.slo in known:
+            new_states[key] = state
+        else:  # a reload removed or renamed its SLO: the stored facts name it in the RESOLVED
+            notifications += _resolve(key, state, state.facts.without_numbers(SLO_REMOVED), now, policy)
+    held_now: set[AlertKey] = set()
+    evaluated: set[AlertKey] = set()
     for evaluation in evaluations:
         key = evaluation.key
-        evaluated_keys.add(key)
+        evaluated.add(key)
         current = new_states.get(key)
-        if evaluation.holds is None:
-            continue  # no data: change nothing
         if evaluation.holds:
+            held_now.add(key)
             if current is None:
                 current = AlertState(evaluation.severity, "pending", now, evaluation.facts)
-            current = replace(current, facts=evaluation.facts, severity=evaluation.severity)
+            current = replace(current, facts=evaluation.facts, severity=evaluation.severity, no_data_since=None)
             if current.status == "pending" and now - current.active_since >= evaluation.for_seconds:
                 current = replace(current, status="firing", firing_since=now, last_sent_at=None)
             new_states[key] = current
-        elif current is not None:
+        elif current is None:
+            continue
+        elif current.status == "pending":
+            del new_states[key]  # ``for`` needs the condition in every cycle: false or no data resets it
+        elif evaluation.holds is False:
             del new_states[key]
             notifications += _resolve(key, current, evaluation.facts, now, policy)
+        else:  # firing, and no data this cycle
+            since = now if current.no_data_since is None else current.no_data_since
+            window = evaluation.no_data_window
+            if window and now - since >= window:
+                del new_states[key]
+                note = f"no traffic in the {format_duration(window)} window since {clock(since, now)}"
+                notifications += _resolve(key, current, current.facts.without_numbers(note), now, policy)
+            elif current.no_data_since is None:
+                new_states[key] = replace(current, no_data_since=since)
 
-    # Alerts that were not evaluated although their SLO was (a rule renamed or removed by a
-    # reload, a label set gone from the results) can never clear by themselves: resolve them.
-    stale = set(stale_slos)
-    for key in sorted(new_states):
-        if key.slo in stale or key in evaluated_keys:
+    # Alerts that were not evaluated: of a stale SLO, pending ones end (no data) and firing ones
+    # wait for data (SLODataMissing says why); of an evaluated SLO, the rule or the label set is
+    # gone (a reload, a series that left every window), so they can never clear by themselves.
+    rules_seen = {(key.slo, key.alert) for key in evaluated}
+    for key in sorted(new_states.keys() - evaluated):
+        gone = new_states[key]
+        if key.slo in stale:
+            if gone.status == "pending":
+                del new_states[key]
             continue
-        gone = new_states.pop(key)
-        notifications += _resolve(key, gone, gone.facts, now, policy)
+        del new_states[key]
+        note = LABELS_GONE if (key.slo, key.alert) in rules_seen else RULE_REMOVED
+        notifications += _resolve(key, gone, gone.facts.without_numbers(note), now, policy)
 
     inhibiting = {
         (key.slo, key.labels)
@@ -80,6 +120,7 @@ def step(
         key: state
         for key, state in sorted(new_states.items())
         if state.status == "firing"
+        and key in held_now
         and not (
             state.severity != "critical" and key.alert != DATA_MISSING_ALERT and (key.slo, key.labels) in inhibiting
         )
@@ -106,13 +147,30 @@ def step(
     return StepResult(new_states, tuple(notifications), tuple(sorted(stale)))
 
 
+def restored(
+    states: Mapping[AlertKey, AlertState], *, last_cycle_at: float | None, now: float, interval: float
+) -> dict[AlertKey, AlertState]:
+    """Alert states read back at start: a pending alert counts only if its last cycle was at most two
+    intervals ago (``for`` needs the condition in every cycle; nobody looked while sloeval was down)."""
+    if last_cycle_at is not None and now - last_cycle_at <= 2 * interval:
+        return dict(states)
+    return {key: state for key, state in states.items() if state.status == "firing"}
+
+
 def _resolve(key: AlertKey, state: AlertState, facts: Facts, now: float, policy: NotifyPolicy) -> list[Notification]:
-    """The RESOLVED message owed when an alert ends: only if its FIRING went out and is not muted."""
+    """The RESOLVED owed when a firing alert ends: whenever its FIRING went out, silenced or not."""
     if state.status != "firing" or state.last_sent_at is None or not policy.send_resolved:
         return []
     if _silenced(policy, key, state.severity, now):
-        return []
+        facts = replace(facts, note=ENDED_SILENCED if facts.note is None else f"{facts.note}; {ENDED_SILENCED}")
     return [Notification(key, state.severity, "resolved", facts, now, _or_now(state.firing_since, now))]
+
+
+def clock(moment: float, now: float) -> str:
+    """``03:12 UTC``, with the date when it was not today."""
+    when = datetime.fromtimestamp(moment, UTC)
+    same_day = when.date() == datetime.fromtimestamp(now, UTC).date()
+    return when.strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")
 
 
 def _or_now(moment: float | None, now: float) -> float:

@@ -7,12 +7,33 @@ the channel accepts.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+from typing import Protocol
 
 from sloeval.alerting.grouping import MessageGroup
 from sloeval.alerting.model import Facts, Notification
 from sloeval.config.durations import format_duration
-from sloeval.config.slo_file import SLODefinition
+
+
+class SLODescription(Protocol):
+    """What a message says about its SLO: an ``SLODefinition``, or the ``SLOSummary`` stored with an
+    alert when a reload removed the SLO."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def slo_type(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def objective(self) -> float: ...
+    @property
+    def period_name(self) -> str: ...
+    @property
+    def dashboard_url(self) -> str | None: ...
+    @property
+    def runbook_url(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -36,9 +57,30 @@ def _duration_text(seconds: float) -> str:
     return format_duration(int(seconds // 60 * 60))
 
 
+# Characters that do not read as themselves: controls (CR, LF, ESC ...), format characters (bidi
+# overrides and isolates, zero-width ones), line and paragraph separators, lone surrogates.
+_UNSEEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _visible(text: str, limit: int) -> str:
+    """``text`` on one line as it reads: every unseen character written out (``\\n``, ``\\u2028``,
+    ``\\u202e``), so it can neither start a line nor turn the text around; cut after ``limit`` characters."""
+    shown: list[str] = []
+    size = 0
+    for char in text:
+        part = char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in _UNSEEN else char
+        if size + len(part) > limit:
+            shown.append("…")
+            break
+        shown.append(part)
+        size += len(part)
+    return "".join(shown)
+
+
 def _format_labels(labels: tuple[tuple[str, str], ...]) -> str:
-    """Label values come from the monitored system: capped so one value cannot flood a message."""
-    text = ", ".join(f"{k}={v if len(v) <= 100 else v[:100] + '…'}" for k, v in labels)
+    """Label values come from the monitored system: one line, unseen characters written out, and
+    capped so one value cannot flood a message."""
+    text = ", ".join(f"{_visible(k, 100)}={_visible(v, 100)}" for k, v in labels)
     return text if len(text) <= 500 else text[:500] + "…"
 
 
@@ -46,7 +88,7 @@ def labels_text(group: MessageGroup) -> str:
     return _format_labels(group.labels)
 
 
-def headline(group: MessageGroup, slo: SLODefinition) -> str:
+def headline(group: MessageGroup, slo: SLODescription) -> str:
     count = len(group.notifications)
     status = group.status.upper()
     labels = labels_text(group)
@@ -55,9 +97,9 @@ def headline(group: MessageGroup, slo: SLODefinition) -> str:
 
 
 def fact_lines(facts: Facts) -> list[str]:
+    lines = [facts.note] if facts.note else []
     if facts.factor is None and not facts.sli and facts.budget_remaining_percent is None:
-        return []  # a meta alert (no data): its condition says it all
-    lines = []
+        return lines  # a meta alert, or an end without numbers: the condition and the note say it all
     if facts.factor is not None:
         rates = ", ".join(f"{w} {_rate(v)}" for w, v in facts.burn_rates)
         lines.append(f"burn rate: {rates} (threshold {facts.factor:g}x)")
@@ -88,7 +130,7 @@ def item_title(notification: Notification, group: MessageGroup) -> str:
     return f"{state} {notification.key.alert}{where} [{notification.severity}]: {notification.facts.condition}"
 
 
-def links_of(slo: SLODefinition, alert: str | None) -> list[tuple[str, str]]:
+def links_of(slo: SLODescription, alert: str | None) -> list[tuple[str, str]]:
     links = []
     if slo.dashboard_url:
         links.append(("Dashboard", slo.dashboard_url))

@@ -27,8 +27,47 @@ class AlertKey:
 
 
 @dataclass(frozen=True)
+class SLOSummary:
+    """What a message says about the SLO itself; stored with an alert, so that an alert whose SLO a
+    reload removed can still be resolved by a message that names it."""
+
+    name: str
+    slo_type: str
+    service: str
+    objective: float
+    period_name: str
+    dashboard_url: str | None = None
+    runbook_url: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "slo_type": self.slo_type,
+            "service": self.service,
+            "objective": self.objective,
+            "period_name": self.period_name,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> SLOSummary | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            name=str(data["name"]),
+            slo_type=str(data["slo_type"]),
+            service=str(data["service"]),
+            objective=float(data["objective"]),
+            period_name=str(data["period_name"]),
+        )
+
+
+@dataclass(frozen=True)
 class Facts:
-    """The numbers a person needs to judge an alert; all JSON-friendly."""
+    """The numbers a person needs to judge an alert; all JSON-friendly.
+
+    ``note`` says why a message comes without numbers, or what else a person must know (the alert
+    ended for lack of traffic, while silenced, or with its SLO removed).
+    """
 
     condition: str
     burn_rates: tuple[tuple[str, float | None], ...] = ()
@@ -39,6 +78,12 @@ class Facts:
     budget_minutes_left: float | None = None  # time-based SLOs only
     budget_minutes_total: float | None = None
     exhausted_in_seconds: float | None = None  # at the current burn rate; None when not burning
+    note: str | None = None
+    slo: SLOSummary | None = None
+
+    def without_numbers(self, note: str) -> Facts:
+        """The facts of a message sent without this cycle's numbers: the condition and why."""
+        return Facts(condition=self.condition, objective=self.objective, note=note, slo=self.slo)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -51,6 +96,8 @@ class Facts:
             "budget_minutes_left": self.budget_minutes_left,
             "budget_minutes_total": self.budget_minutes_total,
             "exhausted_in_seconds": self.exhausted_in_seconds,
+            "note": self.note,
+            "slo": None if self.slo is None else self.slo.to_json(),
         }
 
     @classmethod
@@ -73,6 +120,8 @@ class Facts:
             budget_minutes_left=number(data.get("budget_minutes_left")),
             budget_minutes_total=number(data.get("budget_minutes_total")),
             exhausted_in_seconds=number(data.get("exhausted_in_seconds")),
+            note=None if data.get("note") is None else str(data["note"]),
+            slo=SLOSummary.from_json(data.get("slo")),
         )
 
 
@@ -84,6 +133,7 @@ class AlertState:
     facts: Facts
     firing_since: float | None = None
     last_sent_at: float | None = None  # None while firing = a FIRING message is still owed
+    no_data_since: float | None = None  # firing, and its condition has had no data since then
 
     def to_json(self) -> str:
         return json.dumps(
@@ -93,6 +143,7 @@ class AlertState:
                 "active_since": self.active_since,
                 "firing_since": self.firing_since,
                 "last_sent_at": self.last_sent_at,
+                "no_data_since": self.no_data_since,
                 "facts": self.facts.to_json(),
             }
         )
@@ -109,6 +160,7 @@ class AlertState:
             active_since=float(data["active_since"]),
             firing_since=None if data.get("firing_since") is None else float(data["firing_since"]),
             last_sent_at=None if data.get("last_sent_at") is None else float(data["last_sent_at"]),
+            no_data_since=None if data.get("no_data_since") is None else float(data["no_data_since"]),
             facts=Facts.from_json(data["facts"]),
         )
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 
-from sloeval.alerting.model import AlertKey, Facts
+from sloeval.alerting.model import AlertKey, Facts, SLOSummary
 from sloeval.config.alert_rules import AlertRule, BudgetCondition, BurnRateCondition, SLIBelowCondition
 from sloeval.config.durations import format_duration
 from sloeval.config.slo_file import SLODefinition, UptimeIndicator
@@ -23,6 +23,9 @@ class RuleEvaluation:
     for_seconds: int
     holds: bool | None
     facts_of: Callable[[], Facts] = field(compare=False, repr=False)
+    no_data_window: int = 0
+    """The rule's own long window (burn rate: ``long``; SLI: its window; budget: the period): a firing
+    alert whose condition has had no data for longer than this resolves. 0: never for lack of data."""
 
     @cached_property
     def facts(self) -> Facts:
@@ -30,7 +33,11 @@ class RuleEvaluation:
         return self.facts_of()
 
 
-def _facts(slo: SLODefinition, rule: AlertRule, result: SLOResult) -> Facts:
+def summary_of(slo: SLODefinition) -> SLOSummary:
+    return SLOSummary(slo.name, slo.slo_type, slo.service, slo.objective, slo.period_name)
+
+
+def _facts(slo: SLODefinition, summary: SLOSummary, rule: AlertRule, result: SLOResult) -> Facts:
     # Budget rules are about the period; the others about their own windows.
     windows = rule.windows or (slo.period,)
     names = [format_duration(w) for w in windows]
@@ -55,14 +62,15 @@ def _facts(slo: SLODefinition, rule: AlertRule, result: SLOResult) -> Facts:
         budget_minutes_left=budget_left_minutes,
         budget_minutes_total=total_minutes,
         exhausted_in_seconds=exhausted_in,
+        slo=summary,
     )
 
 
-def _data_missing_facts(status: SLOStatus, data_missing_after: float) -> Facts:
+def _data_missing_facts(status: SLOStatus, summary: SLOSummary, data_missing_after: float) -> Facts:
     condition = f"no data from Prometheus for {format_duration(max(1, int(data_missing_after)))}"
     if status.error:
         condition += f" (last error: {status.error[:300]})"
-    return Facts(condition=condition, objective=status.slo.objective)
+    return Facts(condition=condition, objective=status.slo.objective, slo=summary)
 
 
 def condition_holds(rule: AlertRule, result: SLOResult) -> bool | None:
@@ -100,24 +108,27 @@ def evaluate_rules(
 
     def evaluations() -> Iterator[RuleEvaluation]:
         for status in snapshot.statuses:
+            summary = summary_of(status.slo)
             if data_missing_after is not None:
                 yield RuleEvaluation(
                     key=AlertKey(status.slo.name, DATA_MISSING_ALERT),
                     severity=DATA_MISSING_SEVERITY,
                     for_seconds=int(data_missing_after),
                     holds=status.stale,
-                    facts_of=partial(_data_missing_facts, status, data_missing_after),
+                    facts_of=partial(_data_missing_facts, status, summary, data_missing_after),
                 )
             if status.stale:
                 continue
+            horizons = [rule.windows[0] if rule.windows else status.slo.period for rule in status.slo.alerts]
             for result in status.results:
-                for rule in status.slo.alerts:
+                for rule, horizon in zip(status.slo.alerts, horizons, strict=True):
                     yield RuleEvaluation(
                         key=AlertKey(status.slo.name, rule.name, result.labels),
                         severity=rule.severity,
                         for_seconds=rule.for_seconds,
                         holds=condition_holds(rule, result),
-                        facts_of=partial(_facts, status.slo, rule, result),
+                        facts_of=partial(_facts, status.slo, summary, rule, result),
+                        no_data_window=horizon,
                     )
 
     return evaluations(), tuple(s.slo.name for s in snapshot.statuses if s.stale)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sloeval.config.durations import parse_duration
 from sloeval.config.selectors import is_metric_name
 from sloeval.errors import SloevalError
 
@@ -65,11 +69,51 @@ class SettingsBase(BaseSettings):
             raise SettingsError(" ".join(f"{variable}: {message}".split())) from None
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+
+
 def http_url(value: str) -> str:
-    """A base URL setting: http(s) only, without a trailing slash."""
+    """A base URL setting: http(s) only, a host and port a client can connect to, no query or
+    fragment (paths are appended to it), without a trailing slash. Checked here so that a URL the
+    HTTP client would refuse is a settings error, not a crash at the first request."""
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    if any(not ("!" <= char <= "~") for char in value):
+        raise ValueError("must be printable ASCII without spaces (write a host name in its xn-- form)")
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    host = parts.hostname
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError("must not have a query (?...) or a fragment (#...)")
+    if not host:
+        raise ValueError("has no host, e.g. http://prometheus:9090")
+    address = parts.netloc.rpartition("@")[2]
+    if address.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    elif re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv4 address") from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name")
+    _, colon, port = (address[address.find("]") + 1 :] if address.startswith("[") else address).partition(":")
+    if colon and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"port {port or '(empty)'} is not a TCP port (1-65535)")
     return value.rstrip("/")
+
+
+def duration_seconds(value: object) -> object:
+    """A duration setting: ``30d``, ``1h30m`` (or whole seconds) as seconds."""
+    if isinstance(value, str):
+        text = value.strip()
+        return int(text) if text.isdigit() else parse_duration(text)
+    return value
 
 
 def email_addresses(value: str | list[str]) -> str | list[str]:
@@ -97,12 +141,20 @@ class Settings(SettingsBase):
     query_timeout: float = Field(10.0, gt=0, le=600, description="Seconds one PromQL query may take.")
     query_attempts: int = Field(3, ge=1, le=10, description="Tries per query when a retry can help.")
     query_concurrency: int = Field(8, ge=1, le=256, description="Queries in flight at once.")
+    long_window_min: Annotated[int, BeforeValidator(duration_seconds)] = Field(
+        "30d",  # validated into seconds: 2592000
+        validate_default=True,
+        gt=0,
+        description="Windows at least this long (a duration such as 30d or 7d) are long: evaluated every "
+        "SLOEVAL_LONG_WINDOW_REFRESH seconds instead of every cycle. Shorter windows are evaluated every cycle.",
+    )
     long_window_refresh: float = Field(
         300.0,
         ge=0,
         le=3600,
-        description="Seconds between evaluations of windows of 8640 times that or more (30d and longer at 300); "
-        "shorter windows are evaluated every cycle. 0 evaluates every window every cycle.",
+        description="Seconds between evaluations of the long windows (SLOEVAL_LONG_WINDOW_MIN and longer), each "
+        "at a phase of its own; a refresh the cycle deadline cuts off leaves the SLOs that read it stale for that "
+        "cycle. 0 evaluates every window every cycle.",
     )
     ready_max_failed_cycles: int = Field(
         3, ge=1, description="Cycles in a row that evaluate no SLO before /readyz fails."
@@ -115,6 +167,12 @@ class Settings(SettingsBase):
     prometheus_ca_file: Path | None = Field(None, description="CA bundle to verify Prometheus's TLS certificate.")
     prometheus_tls_verify: bool = Field(True, description="Verify Prometheus's TLS certificate.")
     state_dir: Path = Field(Path("sloeval-state"), description="Where alert state and the outbox persist.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:password@host/db) for alert state shared by several"
+        " replicas, one of which leads; unset: SQLite in SLOEVAL_STATE_DIR for one replica.",
+    )
+    database_url_file: Path | None = Field(None, description="File holding the PostgreSQL URL (it has a password).")
     stale_alert_after: float = Field(600.0, gt=0, description="Seconds of missing data before SLODataMissing.")
     notify_deadline: float = Field(3600.0, gt=0, description="Seconds a message is retried before it is dropped.")
     notify_timeout: float = Field(15.0, gt=0, le=300, description="Seconds one delivery attempt may take.")
@@ -138,13 +196,28 @@ class Settings(SettingsBase):
         return f"{scheme}{sep}{host}{slash}{path}"
 
     @model_validator(mode="after")
+    def _database_url(self) -> Settings:
+        # After the secret files are read (SettingsBase's validator runs first): an empty file would
+        # otherwise mean "no database", and every replica would lead on its own SQLite and page.
+        if self.database_url_file is not None and self.database_url is None:
+            raise ValueError("SLOEVAL_DATABASE_URL_FILE is empty: give the PostgreSQL URL, or unset it for SQLite")
+        if self.database_url is not None:
+            scheme = self.database_url.get_secret_value().partition("://")[0]
+            if scheme not in ("postgresql", "postgres"):
+                raise ValueError("SLOEVAL_DATABASE_URL must be a postgresql:// URL")
+        return self
+
+    @model_validator(mode="after")
     def _one_prometheus_auth(self) -> Settings:
         password = self.prometheus_password is not None or self.prometheus_password_file is not None
         bearer = self.prometheus_bearer_token is not None or self.prometheus_bearer_token_file is not None
         if password and self.prometheus_username is None:
             raise ValueError("a Prometheus password needs SLOEVAL_PROMETHEUS_USERNAME too")
         if self.prometheus_username is not None and bearer:
-            raise ValueError("use either basic auth (username/password) or a bearer token for Prometheus, not both")
+            raise ValueError(
+                "use either basic auth (SLOEVAL_PROMETHEUS_USERNAME and _PASSWORD) or SLOEVAL_PROMETHEUS_BEARER_TOKEN,"
+                " not both"
+            )
         return self
 
 

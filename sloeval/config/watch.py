@@ -32,6 +32,9 @@ class ConfigWatcher:
     """Knows the file the running config came from; hands out a new config when it changed.
 
     An invalid new file is rejected with its reason logged once, and the running config stays.
+    A reload request (SIGHUP) is made and taken in the event loop's thread (``request_reload``,
+    ``take_reload_request``) and handed to :meth:`poll` as ``forced``: ``poll`` may run in a worker
+    thread, and shares no flag with the signal handler, so no request is ever lost between them.
     """
 
     def __init__(self, config: SLOConfig, *, min_window: float, channels: Collection[str] | None = None) -> None:
@@ -40,11 +43,19 @@ class ConfigWatcher:
         self._channels = channels
         self._stat = _fingerprint(self._path)
         self._digest = _digest(self._path)
-        self.reload_requested = False
+        self._reload_requested = False  # only touched in the event loop's thread
 
-    def poll(self) -> SLOConfig | None:
-        """A new valid config if the file changed (or a reload was requested), else None."""
-        forced, self.reload_requested = self.reload_requested, False
+    def request_reload(self) -> None:
+        """Ask for a forced reload (SIGHUP); call in the event loop, like :meth:`take_reload_request`."""
+        self._reload_requested = True
+
+    def take_reload_request(self) -> bool:
+        """Whether a reload was asked for since the last call; call in the event loop, then pass it to poll."""
+        requested, self._reload_requested = self._reload_requested, False
+        return requested
+
+    def poll(self, forced: bool = False) -> SLOConfig | None:
+        """A new valid config if the file changed (or ``forced``: re-read even an unchanged file), else None."""
         stat = _fingerprint(self._path)
         if not forced and stat == self._stat:
             return None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,14 @@ class PrometheusQueryError(SloevalError):
             status_code=status_code,
             retryable=self.retryable or retryable,
         )
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret, in any case, replaced by ``<secret>``: a gateway may echo the
+    request's ``Authorization`` header in its error page, and error texts reach logs and stdout."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = re.sub(re.escape(secret), "<secret>", text, flags=re.IGNORECASE)
+    return text
 
 
 def parse_value(text: object) -> float:

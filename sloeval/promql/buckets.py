@@ -1,53 +1,88 @@
-"""Histogram bucket bounds: the ``le`` strings exporters write for a threshold, and the matcher on them (pure)."""
+"""Histogram bucket bounds: which ``le`` strings equal a latency threshold, and the matcher on them (pure).
+
+Exporters write a bound as their language prints the float: client_golang ``"2"``, ``"1e+06"`` or,
+for ``LinearBuckets(0.1, 0.1, 10)``, ``"0.30000000000000004"``; prometheus_client ``"2.0"``. No
+list of spellings can foresee them all, so sloeval asks Prometheus which ``le`` strings a
+histogram has (:func:`bounds_query`, once per config) and matches, exactly, those whose value is
+the threshold's within float noise (:func:`match_bounds`, :func:`le_matcher`).
+"""
 
 from __future__ import annotations
 
-from decimal import Decimal
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from sloeval.config.selectors import Matcher
+from sloeval.config.durations import format_duration
+from sloeval.config.selectors import Matcher, Selector
+from sloeval.config.slo_file import LatencyIndicator, SLODefinition
 
-
-def le_values(threshold: float) -> list[str]:
-    """Ways exporters write a bucket bound: Go ("2", "1e+06") and Python ("2.0")."""
-    value = float(threshold)
-    shortest = repr(value)  # Python: "2.0", "0.005", "1e-05", "1000000.0"
-    forms = {shortest, _go_format(value), _python_client_format(value)}
-    if shortest.endswith(".0"):
-        forms.add(shortest[:-2])
-    return sorted(forms)
+REL_TOL = 1e-9
+"""Bounds this close to the threshold are the threshold: float noise such as 0.1 + 0.1 + 0.1 is
+about 1e-16 of the value, a bucket bound one significant digit away is 1e-7 or more."""
 
 
-def _go_format(value: float) -> str:
-    """Go's ``strconv.FormatFloat(v, 'g', -1, 64)``, used by client_golang for ``le``."""
-    sign, digit_tuple, exponent = Decimal(repr(value)).normalize().as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(str(d) for d in digit_tuple)
-    point = len(digits) + exponent  # position of the decimal point from the left
-    lead = "-" if sign else ""
-    decimal_exponent = point - 1
-    if value == 0:
-        return "0"
-    if decimal_exponent < -4 or decimal_exponent >= 6:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        exp_sign = "+" if decimal_exponent >= 0 else "-"
-        return f"{lead}{mantissa}e{exp_sign}{abs(decimal_exponent):02d}"
-    if point <= 0:
-        return f"{lead}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return lead + digits + "0" * (point - len(digits))
-    return f"{lead}{digits[:point]}.{digits[point:]}"
+@dataclass(frozen=True)
+class BucketMatch:
+    """The ``le`` strings equal to a threshold, and every bound that was found (for the error)."""
+
+    strings: tuple[str, ...]  # exactly as Prometheus reports them; empty: no bucket at the threshold
+    bounds: tuple[str, ...]  # every readable bound, by value
 
 
-def _python_client_format(value: float) -> str:
-    """How prometheus_client writes ``le``: repr(), switching to an exponent above 1e6."""
-    text = repr(value)
-    dot = text.find(".")
-    if value > 0 and dot > 6:
-        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+0{dot - 1}"
-    return text
+def bucket_selector(indicator: LatencyIndicator) -> Selector:
+    """``<histogram>_bucket{...}``: the bucket series, without any ``le`` matcher."""
+    assert indicator.histogram.metric is not None
+    return indicator.histogram.with_metric(f"{indicator.histogram.metric}_bucket")
 
 
-def le_matcher(threshold: float) -> Matcher:
-    alternatives = "|".join(v.replace(".", "\\.").replace("+", "\\+") for v in le_values(threshold))
-    return Matcher("le", "=~", alternatives)
+def bounds_query(slo: SLODefinition) -> str:
+    """The ``le`` strings of the SLO's histogram over its period: one series per bound.
+
+    The bucket series are looked at once an hour over the period (a subquery; at least 24 times
+    for a short period) and now: every bound of a series that lived an hour or more, for about one
+    sample per series and hour instead of every sample (``last_over_time(h_bucket[30d])`` would read
+    all the samples of every bucket, more than the SLO's own queries).
+    """
+    assert isinstance(slo.indicator, LatencyIndicator), slo.name
+    selector = bucket_selector(slo.indicator).render()
+    step = format_duration(max(1, min(3600, slo.period // 24)))
+    return f"group by (le) (last_over_time({selector}[{format_duration(slo.period)}:{step}]) or {selector})"
+
+
+def _value(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def match_bounds(reported: Iterable[str], threshold: float) -> BucketMatch:
+    """The reported ``le`` strings whose value is ``threshold``, within float noise."""
+    readable = {(value, text) for text in set(reported) if (value := _value(text)) is not None}
+    bounds = tuple(text for _, text in sorted(readable))
+    strings = tuple(
+        sorted(text for value, text in readable if math.isclose(value, threshold, rel_tol=REL_TOL, abs_tol=0.0))
+    )
+    return BucketMatch(strings, bounds)
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` as an RE2 regular expression matching only itself: punctuation escaped."""
+    return "".join(f"\\{c}" if c.isascii() and not c.isalnum() and not c.isspace() else c for c in text)
+
+
+def le_matcher(strings: Sequence[str]) -> Matcher:
+    """``le="<bound>"``, or ``le=~"<bound>|<bound>"`` when exporters spell the bound differently."""
+    if not strings:
+        raise ValueError("no le strings to match")
+    if len(strings) == 1:
+        return Matcher("le", "=", strings[0])
+    return Matcher("le", "=~", "|".join(_regex_literal(text) for text in strings))
+
+
+def format_threshold(threshold: float) -> str:
+    """The threshold as written in the SLO file: ``0.3``, ``2`` (not ``2.0``), ``1e-05``."""
+    text = repr(float(threshold))
+    return text.removesuffix(".0")

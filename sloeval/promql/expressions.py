@@ -8,13 +8,13 @@ them into requests, tagging each with :data:`SERIES_LABEL` so that the answer ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from sloeval.config.durations import format_duration
 from sloeval.config.selectors import Selector
 from sloeval.config.slo_file import LatencyIndicator, RatioIndicator, RawIndicator, SLODefinition, UptimeIndicator
-from sloeval.promql.buckets import le_matcher
+from sloeval.promql.buckets import bucket_selector, le_matcher
 
 SERIES_LABEL = "sloeval_series"
 Part = Literal["good", "bad", "total", "error_ratio"]
@@ -33,8 +33,12 @@ def _sum_over(function: str, selector: Selector, window: int, group_by: tuple[st
     return f"sum{_by(group_by)} ({function}({selector.render()}[{format_duration(window)}]))"
 
 
-def part_expressions(slo: SLODefinition, window: int) -> list[tuple[Part, str]]:
-    """The untagged expressions for one window, e.g. ``[("bad", ...), ("total", ...)]``."""
+def part_expressions(slo: SLODefinition, window: int, le: Sequence[str] = ()) -> list[tuple[Part, str]]:
+    """The untagged expressions for one window, e.g. ``[("bad", ...), ("total", ...)]``.
+
+    A latency SLI needs ``le``: the ``le`` strings of the bucket at its threshold, as Prometheus
+    reports them (:mod:`sloeval.promql.buckets`).
+    """
     indicator = slo.indicator
     group_by = slo.group_by
     match indicator:
@@ -46,11 +50,9 @@ def part_expressions(slo: SLODefinition, window: int) -> list[tuple[Part, str]]:
                 parts.append(("bad", _sum_increase(bad, window, group_by)))
             parts.append(("total", _sum_increase(total, window, group_by)))
             return parts
-        case LatencyIndicator(histogram=histogram, threshold_seconds=threshold):
-            base = histogram.metric
-            assert base is not None
-            bucket = histogram.with_metric(f"{base}_bucket").with_matcher(le_matcher(threshold))
-            count = histogram.with_metric(f"{base}_count")
+        case LatencyIndicator(histogram=histogram):
+            bucket = bucket_selector(indicator).with_matcher(le_matcher(le))
+            count = histogram.with_metric(f"{histogram.metric}_count")
             return [
                 ("good", _sum_increase(bucket, window, group_by)),
                 ("total", _sum_increase(count, window, group_by)),

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -171,7 +171,28 @@ class DaemonMetrics:
             ["channel", "outcome"],
             registry=self.registry,
         )
+        self.state_store_errors = Counter(
+            "sloeval_state_store_errors",
+            "State store trouble by kind: write_failed (a cycle's alert state and messages not saved),"
+            " file_missing and file_replaced (the state file deleted or replaced while running: a new one"
+            " is written from the state in memory).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "sloeval_leader",
+            "1 while this replica leads: it runs the alert engine and delivers (always 1 with SQLite state).",
+            registry=self.registry,
+        )
+        self.database_up = Gauge(
+            "sloeval_database_up",
+            "1 while the state database answers (always 1 with SQLite state);"
+            " evaluation and /metrics go on without it.",
+            registry=self.registry,
+        )
         for outcome in ("success", "error", "timeout", "connect_error"):
             self.queries.labels(outcome)
+        for kind in ("write_failed", "file_missing", "file_replaced"):
+            self.state_store_errors.labels(kind)
         for outcome in ("success", "partial", "failed"):
             self.cycles.labels(outcome)

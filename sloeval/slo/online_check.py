@@ -2,12 +2,14 @@
 
 Then the SLO is evaluated once through the :class:`~sloeval.slo.evaluator.Evaluator`, which asks
 the requests of its query plan exactly as ``sloeval eval`` and ``sloeval run`` do, so that an
-expression Prometheus refuses is reported here rather than found stale by the daemon.
+expression Prometheus refuses is reported here rather than found stale by the daemon. A latency
+SLO's bucket at its threshold is found by the evaluator's own discovery: what the check accepts
+is what eval and run read, and what it reports (no bucket at the threshold, the bounds found)
+is the error eval and run mark the SLO stale with.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sloeval.config.selectors import Selector
@@ -43,32 +45,21 @@ async def check_slo(client: QueryClient, slo: SLODefinition, at: float) -> list[
                 for part, selector in (("good", good), ("bad", bad)):
                     if selector is not None and await _count(client, selector, at, lookback) == 0:
                         add("warning", f"no series for {part} selector {selector} yet (counted as 0 events)")
-            case LatencyIndicator(histogram=histogram, threshold_seconds=threshold):
-                bucket = histogram.with_metric(f"{histogram.metric}_bucket")
-                result = await client.query(f"count by (le) (last_over_time({bucket.render()}[{lookback}]))", at)
-                parsed = (_as_float(sample.labels.get("le", "")) for sample in result.samples)
-                bounds = sorted({b for b in parsed if b is not None})
-                if not bounds:
-                    add("error", f"no histogram buckets for {bucket} in the last {lookback}")
-                elif not any(math.isclose(b, threshold, rel_tol=1e-9) for b in bounds):
-                    shown = ", ".join(f"{b:g}" for b in bounds)
-                    add("error", f"threshold_seconds {threshold:g} is not a bucket bound of {bucket}; bounds: {shown}")
             case UptimeIndicator(selector=selector):
                 if await _count(client, selector, at, lookback) == 0:
                     add("error", f"no series for uptime selector {selector} in the last {lookback}")
-            case RawIndicator():
-                pass
+            case LatencyIndicator() | RawIndicator():
+                pass  # a latency SLO's buckets: found by the evaluator, below
         # Every request eval and run would send for this SLO; a refused one leaves it stale.
-        (status,) = (await Evaluator([slo], client).evaluate(at)).statuses
-        if status.error is not None:
+        evaluator = Evaluator([slo], client)
+        (status,) = (await evaluator.evaluate(at)).statuses
+        (plan,) = evaluator.plan.slo_plans
+        if status.error is not None and status.error == plan.blocked:
+            add("error", status.error)  # e.g. no bucket at the threshold: the bounds found
+        elif status.error is not None:
             add("error", f"query failed: {status.error}")
+        elif plan.no_data is not None:
+            add("error", plan.no_data)  # e.g. no histogram buckets at all: eval and run show no data
     except PrometheusQueryError as exc:
         add("error", f"query failed: {exc.message}")
     return findings
-
-
-def _as_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None

@@ -120,7 +120,7 @@ slos:
     lines = result.stdout.splitlines()
     assert any("'no-such-metric': error: no series for total selector nothing_total" in line for line in lines)
     assert any("'wrong-bound': error: threshold_seconds 3 is not a bucket bound" in line for line in lines)
-    assert any("bounds: 0.5, 1, 2, inf" in line for line in lines)
+    assert any("bounds: 0.5, 1, 2, +Inf" in line for line in lines)  # the `le` strings Prometheus has
     assert not any("'good-one'" in line or "'python-bound'" in line for line in lines)
     assert "Traceback" not in result.stderr
 

@@ -23,7 +23,8 @@ import yaml
 from devtools.fault_proxy import FaultProxy
 from devtools.telegram_stub import BotApiStub
 from sloeval.config.settings import Settings
-from sloeval.config.slo_file import parse_slo_text
+from sloeval.config.slo_file import LatencyIndicator, parse_slo_text
+from sloeval.promql.buckets import bounds_query
 from sloeval.promql.plan import QueryPlan, pack
 from tests.e2e import dataset
 from tests.e2e.conftest import run_sloeval, samples, sloeval_env
@@ -46,11 +47,25 @@ FAST = {
     "SLOEVAL_QUERY_CONCURRENCY": "16",
     "SLOEVAL_LONG_WINDOW_REFRESH": "0",
 }
+_LIGHT_SLOS = parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=1).slos
+#: The `le` strings of the dataset's histograms (tests/e2e/dataset.py), as the bucket discovery finds them.
+BUCKET_LE = {"go_latency_seconds": ["0.5", "1", "2", "+Inf"], "py_latency_seconds": ["0.5", "1.0", "2.0", "+Inf"]}
+BUCKET_BOUNDS = {
+    bounds_query(slo): BUCKET_LE[slo.indicator.histogram.metric or ""]
+    for slo in _LIGHT_SLOS
+    if isinstance(slo.indicator, LatencyIndicator)
+}
 #: The packed requests of one cycle (sloeval.promql.plan), and the terms of the first one: when
 #: Prometheus rejects every request, that one is split into single terms as a probe.
-_PACKED = pack(QueryPlan(parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=1).slos).expressions)
+_PACKED = pack(QueryPlan(_LIGHT_SLOS, bucket_bounds=BUCKET_BOUNDS).expressions)
 REQUESTS = len(_PACKED)
 PROBE = len(_PACKED[0])
+#: Until the latency SLOs' bucket bounds are known (a Prometheus failing from the start), a cycle
+#: sends the packed requests of the other SLOs and one bounds query per histogram.
+_WAITING = QueryPlan(_LIGHT_SLOS)
+PACKED_WAITING = len(pack(_WAITING.expressions))
+BOUNDS_QUERIES = len(_WAITING.bucket_queries)
+PROBE_WAITING = len(pack(_WAITING.expressions)[0])
 VALUE_FAMILIES = (
     "samokoder_error_budget_remaining_percent",
     "samokoder_error_budget_burn_rate",
@@ -285,7 +300,8 @@ def test_hang_counts_timeouts_when_query_timeout_exceeds_cycle_deadline(
     wait_cycles(daemon, 3, 0)
     metrics = wait_scrape(daemon, all_stale, "every SLO stale while hanging")
     sent = sum(counter(metrics, "sloeval_prometheus_queries_total", outcome=o) for o in ("success", "error", "timeout"))
-    assert sent + counter(metrics, "sloeval_prometheus_queries_total", outcome="connect_error") >= 3 * REQUESTS
+    refused = counter(metrics, "sloeval_prometheus_queries_total", outcome="connect_error")
+    assert sent + refused >= 3 * (PACKED_WAITING + BOUNDS_QUERIES)  # hanging from the start: no bounds known
 
 
 def test_fractional_query_timeout_is_accepted_by_prometheus(
@@ -337,14 +353,18 @@ def test_error_answers_are_retried_only_when_it_can_help(
     for family in VALUE_FAMILIES:
         assert family not in metrics
 
+    # Failing from the start, the bucket bounds are never known: the latency SLOs' bounds are asked
+    # every cycle, their good and total never.
     for sent in requests_per_cycle(proxy, done):
+        bounds = [query for query in sent if query.startswith("group by (le)")]
+        assert len(bounds) == BOUNDS_QUERIES
         if retried:
-            assert len(sent) == REQUESTS, "every request is sent each cycle"
+            assert len(sent) == PACKED_WAITING + BOUNDS_QUERIES, "every request is sent each cycle"
             assert all(n >= 2 for n in sent.values()), sent.values()  # SLOEVAL_QUERY_ATTEMPTS defaults to 3
         else:  # not retried; one request is split into its terms to see whether one was at fault
             packed = [query for query in sent if "\nor " in query]
-            assert len(packed) == REQUESTS
-            assert len(sent) - REQUESTS <= PROBE  # the probe (the cycle deadline may cut it short)
+            assert len(packed) == PACKED_WAITING
+            assert len(sent) - PACKED_WAITING - BOUNDS_QUERIES <= PROBE_WAITING  # the probe (the deadline may cut it)
             assert set(sent.values()) == {1}
     assert counter(metrics, "sloeval_prometheus_queries_total", outcome="error") >= REQUESTS
     assert counter(metrics, "sloeval_prometheus_queries_total", outcome="success") == 0
@@ -386,6 +406,7 @@ def test_warnings_keep_the_numbers_and_are_logged(
     daemon = daemon_factory(proxy.url, slo_file, **FAST)
     daemon.wait_for("/readyz", 200)
     metrics = wait_scrape(daemon, none_stale, "no SLO stale")
+    wait_cycles(daemon, 2, 0)
     assert {slo for slo, _ in budgets(metrics)} == budget_slos
     assert proxy.counts["warnings"] >= REQUESTS
     assert daemon.stop() == 0
@@ -393,7 +414,11 @@ def test_warnings_keep_the_numbers_and_are_logged(
     assert len(logged) >= REQUESTS
     assert all(e["warning"] == WARNING for e in logged)
     assert {e["query"] for e in logged} == {r.query for r in proxy.recorded}
-    assert len({e["query"] for e in logged}) == REQUESTS
+    first, second = requests_per_cycle(proxy, cycles(daemon)[:2])
+    assert sum(query.startswith("group by (le)") for query in first) == BOUNDS_QUERIES
+    steady = second  # the bucket bounds are asked only in the first cycle
+    assert len(steady) == REQUESTS
+    assert not any(query.startswith("group by (le)") for query in steady)
 
 
 @pytest.mark.parametrize(
@@ -436,10 +461,15 @@ def test_unexpected_result_type_marks_only_that_slo_stale(
 
 #: Which part (good, bad, total, error_ratio) each expression stands for, for the daemon's 1 s
 #: cadence and for `sloeval eval`'s default interval (their windows differ).
+#: The odd answers give both histograms the bounds "2" and "2.0" (their SLOs' threshold).
+ODD_LE = ("2", "2.0")
 PART_OF = {
     part.expression.promql: part.part
     for min_window in (1, Settings.model_fields["eval_interval"].default)
-    for plan in QueryPlan(parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=min_window).slos).slo_plans
+    for slos in [parse_slo_text(LIGHT_SLO_FILE, Path("slos.yaml"), min_window=min_window).slos]
+    for plan in QueryPlan(
+        slos, bucket_bounds={bounds_query(s): ODD_LE for s in slos if isinstance(s.indicator, LatencyIndicator)}
+    ).slo_plans
     for part in plan.parts
 }
 TERM = re.compile(r'label_replace\((.*), "sloeval_series", "(e\d+)", "", ""\)')
@@ -449,6 +479,8 @@ def _vector(values: dict[str, list[str]]) -> Callable[[str], dict[str, Any]]:
     """Answers for every term of a request, each tagged once per value given for its part."""
 
     def answer(query: str) -> dict[str, Any]:
+        if query.startswith("group by (le) "):  # a latency SLO's bucket bounds
+            return {"resultType": "vector", "result": [{"metric": {"le": le}, "value": [1, "1"]} for le in ODD_LE]}
         terms = [TERM.fullmatch(line.removeprefix("or ")) for line in query.split("\n")]
         result = [
             {"metric": {"sloeval_series": term.group(2), "endpoint": "/odd"}, "value": [1, value]}

@@ -21,9 +21,8 @@ from functools import cache
 from typing import Any, Generic, Protocol, TypeVar
 
 from sloeval.alerting.grouping import MessageGroup
-from sloeval.alerting.messages import RenderedMessage
+from sloeval.alerting.messages import RenderedMessage, SLODescription
 from sloeval.config.settings import ENV_PREFIX, Settings, SettingsBase
-from sloeval.config.slo_file import SLODefinition
 from sloeval.errors import SloevalError
 
 
@@ -41,7 +40,7 @@ class Channel(Protocol):
     name: str
     recipients: tuple[str, ...]
 
-    def render(self, group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
+    def render(self, group: MessageGroup, slo: SLODescription) -> RenderedMessage:
         """The message for one group, in this channel's markup and within its size limits."""
         ...
 

@@ -20,6 +20,7 @@ from sloeval.alerting.grouping import MessageGroup
 from sloeval.alerting.messages import (
     TEST_SUBJECT,
     RenderedMessage,
+    SLODescription,
     fact_lines,
     headline,
     item_title,
@@ -28,7 +29,6 @@ from sloeval.alerting.messages import (
     test_message_text,
 )
 from sloeval.config.settings import CommaList, Settings, SettingsBase, email_addresses
-from sloeval.config.slo_file import SLODefinition
 
 log = structlog.get_logger("sloeval.alerting")
 
@@ -62,7 +62,7 @@ class EmailSettings(SettingsBase):
         return self.smtp_host is not None and bool(self.email_to)
 
 
-def render_plain(group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
+def render_plain(group: MessageGroup, slo: SLODescription) -> RenderedMessage:
     lines = [
         headline(group, slo),
         "",
@@ -81,14 +81,14 @@ def render_plain(group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
     return RenderedMessage(subject=email_subject(group, slo), text="\n".join(lines), html=render_email_html(group, slo))
 
 
-def email_subject(group: MessageGroup, slo: SLODefinition) -> str:
+def email_subject(group: MessageGroup, slo: SLODescription) -> str:
     """One line: status first, no CR/LF or other control characters from label values."""
     text = f"[{group.status.upper()}] " + headline(group, slo).split(": ", 1)[1]
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
     return cleaned[:SUBJECT_LIMIT]
 
 
-def render_email_html(group: MessageGroup, slo: SLODefinition) -> str:
+def render_email_html(group: MessageGroup, slo: SLODescription) -> str:
     e = html.escape
     parts = [f"<h3>{e(headline(group, slo))}</h3>", "<p>"]
     objective = f"objective {100 * slo.objective:g}% over {slo.period_name}"
@@ -150,7 +150,7 @@ class EmailChannel:
                 self._context.check_hostname = False
                 self._context.verify_mode = ssl.CERT_NONE
 
-    def render(self, group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
+    def render(self, group: MessageGroup, slo: SLODescription) -> RenderedMessage:
         return render_plain(group, slo)
 
     def test_message(self) -> RenderedMessage:

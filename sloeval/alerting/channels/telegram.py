@@ -22,6 +22,7 @@ from sloeval.alerting.grouping import MessageGroup
 from sloeval.alerting.messages import (
     TEST_SUBJECT,
     RenderedMessage,
+    SLODescription,
     fact_lines,
     fit_lines,
     headline,
@@ -31,7 +32,6 @@ from sloeval.alerting.messages import (
     test_message_text,
 )
 from sloeval.config.settings import CommaList, Settings, SettingsBase, http_url
-from sloeval.config.slo_file import SLODefinition
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -55,7 +55,7 @@ class TelegramSettings(SettingsBase):
         return self.telegram_bot_token is not None and bool(self.telegram_chat_ids)
 
 
-def render_telegram(group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
+def render_telegram(group: MessageGroup, slo: SLODescription) -> RenderedMessage:
     """Telegram HTML (parse_mode=HTML), every value escaped, at most 4096 characters."""
     e = html.escape
     lines = [f"<b>{e(headline(group, slo))}</b>"]
@@ -108,14 +108,14 @@ class TelegramChannel:
             text = re.sub(re.escape(form), "<token>", text, flags=re.IGNORECASE)
         return text
 
-    def render(self, group: MessageGroup, slo: SLODefinition) -> RenderedMessage:
+    def render(self, group: MessageGroup, slo: SLODescription) -> RenderedMessage:
         return render_telegram(group, slo)
 
     def test_message(self) -> RenderedMessage:
         return RenderedMessage(subject=TEST_SUBJECT, text=html.escape(test_message_text(self.name)))
 
     async def send(self, recipient: str, message: RenderedMessage) -> None:
-        from telegram import LinkPreviewOptions
+        from telegram import LinkPreviewOptions, Message
         from telegram.constants import ParseMode
         from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 
@@ -128,7 +128,7 @@ class TelegramChannel:
                 if not self._initialized:
                     await self._bot.initialize()
                     self._initialized = True
-                await self._bot.send_message(
+                sent = await self._bot.send_message(
                     chat_id=recipient,
                     text=message.text,
                     parse_mode=ParseMode.HTML,
@@ -150,8 +150,17 @@ class TelegramChannel:
                 raise DeliveryError("Telegram did not answer in time") from None
             except TelegramError as exc:
                 raise DeliveryError(self._clean(f"Telegram error: {exc.message}")) from None
+            except Exception as exc:  # "ok" with a result python-telegram-bot cannot read (its de_json raises)
+                raise DeliveryError(self._unreadable(f"{type(exc).__name__}: {exc}")) from None
             finally:
                 self._last_sent[recipient] = anyio.current_time()
+            if not isinstance(sent, Message):
+                raise DeliveryError(self._unreadable(f"{type(sent).__name__} instead of the message"))
+
+    def _unreadable(self, what: str) -> str:
+        """One line for an answer that says "ok" but carries no readable message (temporary: at least once)."""
+        detail = " ".join(what.split())[:200]
+        return self._clean(f"Telegram answered with a result that cannot be read ({detail}); it may have been sent")
 
     async def aclose(self) -> None:
         from telegram.error import TelegramError

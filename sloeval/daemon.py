@@ -156,6 +156,7 @@ class _AlertingRole:
         channels = build_channels(self._channel_settings, self._settings)
         try:
             engine = await Alerting.open(self._config, self._store, channels, self._settings)
+            engine.reconfigure(self._config)  # a reload that landed while the state was being read
         except StateStoreError as exc:
             log.error("alert_state_not_loaded", error=str(exc), hint="alerting starts once the state can be read")
             return

@@ -76,6 +76,7 @@ def test_listed_alerts_replace_defaults_unless_asked() -> None:
             "used twice",
         ),
         ("[{name: 'bad name', severity: info, budget_remaining_below: 5}]", "name"),
+        ("[{name: SLODataMissing, severity: info, budget_remaining_below: 5}]", "sloeval's own alert"),
     ],
 )
 def test_bad_alerts_name_the_slo_and_field(alerts: str, fragment: str) -> None:

@@ -201,3 +201,42 @@ def test_a_renamed_slo_resolves_the_old_alerts_from_what_was_stored() -> None:
     assert (
         "SLO removed from the configuration" in render_telegram(replace(group, channel="telegram"), old.facts.slo).text
     )
+
+
+def test_a_prometheus_error_quoted_by_slo_data_missing_cannot_forge_lines() -> None:
+    """Prometheus quotes label values in its errors; the meta alert's message quotes the error."""
+    error = 'found duplicate series for the match group {endpoint="/x\nBcc: evil@example.test\n\u202eRESOLVED"}'
+    stale = Snapshot(0, 0.01, (SLOStatus(SLO, (), error=error),))
+    evaluations, _ = evaluate_rules(stale, data_missing_after=60)
+    (missing,) = [e for e in evaluations if e.key.alert == "SLODataMissing"]
+    condition = missing.facts.condition
+    assert "\n" not in condition
+    assert "\u202e" not in condition
+    assert "\\nBcc: evil@example.test" in condition
+    assert "\\u202e" in condition
+
+
+def test_the_engine_steps_a_snapshot_with_the_slos_it_was_evaluated_with(tmp_path: Path) -> None:
+    """A reload that lands between a cycle and its step must not read the cycle's SLOs as removed."""
+    import anyio
+
+    from sloeval.alerting.engine import Alerting
+    from sloeval.config.settings import Settings
+    from sloeval.state.sqlite import SQLiteStateStore, ThreadedSQLiteStore
+
+    renamed = parse_slo_text(CONFIG_TEXT.replace("name: errors", "name: api-errors"), Path("slos.yaml"))
+
+    async def scenario() -> list[tuple[str, str]]:
+        store = ThreadedSQLiteStore(SQLiteStateStore.open(tmp_path))
+        engine = await Alerting.open(CFG, store, {}, Settings(eval_interval=30))  # type: ignore[call-arg]
+        await engine.on_snapshot(snap(0, result(20.0)))
+        firing = {key.alert for key, state in engine.states.items() if state.status == "firing"}
+        assert "Fast" in firing
+        engine.reconfigure(renamed)  # the reload lands ...
+        await engine.on_snapshot(snap(30, result(20.0)))  # ... before the old config's cycle is stepped
+        states = [(key.slo, key.alert) for key in engine.states]
+        await store.aclose()
+        return states
+
+    states = anyio.run(scenario)
+    assert ("errors", "Fast") in states  # not resolved as "SLO removed", so not paged again later

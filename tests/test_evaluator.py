@@ -405,7 +405,7 @@ class Hanging:
         return await self.inner.query(promql, at)
 
 
-def test_long_window_refresh_cut_off_by_the_deadline_is_stale_not_an_expired_answer() -> None:
+def test_long_window_refresh_cut_off_by_the_deadline_is_no_data_not_an_expired_answer() -> None:
     slos = long_only("- name: a\n  objective: 99\n  ratio: {bad: abad, total: atotal}")
     client = Hanging(TermClient(counts))
     evaluator = Evaluator(slos, client, long_window_refresh=300, long_window_min=THIRTY_DAYS)
@@ -414,9 +414,9 @@ def test_long_window_refresh_cut_off_by_the_deadline_is_stale_not_an_expired_ans
     client.hang = True
     (status,) = anyio.run(evaluator.evaluate, 60.0).statuses  # within the refresh period: from the cache
     assert not status.stale
+    assert status.results[0].sli["30d"] is not None
     (status,) = anyio.run(lambda: evaluator.evaluate(700.0, deadline=0.2)).statuses  # refresh due, cut off
-    assert status.stale
-    assert status.error == "not evaluated within 0.2s"
+    assert status.results == ()  # the 30d window has no data this cycle: the expired answer is not served
     client.hang = False
     (status,) = anyio.run(evaluator.evaluate, 730.0).statuses  # asked again at the next cycle
     assert not status.stale
@@ -464,3 +464,28 @@ def test_victoria_metrics_errors_split_the_request() -> None:
     ok, broken = anyio.run(Evaluator(slos, client).evaluate, 1.0).statuses
     assert not ok.stale, ok.error
     assert broken.error == message
+
+
+def test_a_cut_off_long_window_leaves_the_short_windows_and_their_alerts_standing() -> None:
+    """A slow 30d refresh must not blind the fast-burn alert, which reads 1h and 5m."""
+    (slo,) = load("- name: a\n  objective: 99\n  ratio: {bad: abad, total: atotal}", period="30d")
+
+    class SlowLong:
+        def __init__(self) -> None:
+            self.inner = TermClient(counts)
+
+        async def query(self, promql: str, at: float) -> QueryResult:
+            if "[30d]" in promql and at > 0:
+                await anyio.sleep(5)
+            return await self.inner.query(promql, at)
+
+    evaluator = Evaluator((slo,), SlowLong(), long_window_refresh=300, long_window_min=THIRTY_DAYS)
+    anyio.run(evaluator.evaluate, 0.0)
+    snapshot = anyio.run(lambda: evaluator.evaluate(700.0, deadline=0.3))
+    (status,) = snapshot.statuses
+    assert not status.stale
+    (result,) = status.results
+    assert result.sli["30d"] is None
+    assert result.error_budget_remaining is None
+    assert result.burn_rate["1h"] is not None
+    assert result.burn_rate["5m"] is not None

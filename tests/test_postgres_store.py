@@ -411,18 +411,27 @@ async def test_a_killed_database_raises_state_store_errors_and_the_store_recover
         await store.aclose()
 
 
+async def test_a_database_that_does_not_answer_does_not_stop_the_start(postgres_server: PostgresServer) -> None:
+    """A sidecar must not crash-loop while its database is away; a refusing server stops the start."""
+    store = await PostgresStateStore.open(f"postgresql://{USER}:{PASSWORD}@127.0.0.1:1/sloeval")
+    assert not store.schema_ready
+    with pytest.raises(StateStoreError) as info:
+        await store.load_alerts()
+    assert PASSWORD not in str(info.value)
+    await store.aclose()
+
+
 async def test_no_state_store_error_quotes_the_password(postgres_server: PostgresServer) -> None:
     port = postgres_server.port
     urls = {
         "wrong password": f"postgresql://{USER}:not-{PASSWORD}@127.0.0.1:{port}/sloeval",
         "no such database": f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/nowhere",
-        "nothing listening": f"postgresql://{USER}:{PASSWORD}@127.0.0.1:1/sloeval",
         "bad percent-encoding": f"postgresql://{USER}:{PASSWORD}%zz@127.0.0.1:{port}/sloeval",
         "unknown parameter": f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/sloeval?bogus=1",
         "bad IPv6 host": f"postgresql://{USER}:{PASSWORD}@[::1/sloeval",
         "bad port": f"postgresql://{USER}:{PASSWORD}@127.0.0.1:port/sloeval",
         "keywords": f"host=127.0.0.1 port={port} user={USER} password={PASSWORD} oops",
-        "percent-encoded": f"postgresql://{USER}:{PASSWORD.replace('-', '%2D')}@127.0.0.1:1/sloeval",
+        "percent-encoded": f"postgresql://{USER}:{PASSWORD.replace('-', '%2D')}@127.0.0.1:{port}/nowhere",
     }
     for name, url in urls.items():
         with pytest.raises(StateStoreError) as info:

@@ -108,3 +108,12 @@ def test_scrub_replaces_every_spelling_of_a_secret() -> None:
     assert BASIC.lower() not in cleaned
     assert cleaned.startswith("Authorization: Basic <secret>")
     assert scrub("nothing to hide", ()) == "nothing to hide"
+
+
+def test_scrub_sees_a_secret_an_html_page_wrote_with_entities() -> None:
+    """Go's html/template writes ``+`` as ``&#43;``: the echoed token must still be found."""
+    token = "tok+Secret+Bearer+Value9"
+    page = "<pre>Authorization: Bearer tok&#43;Secret&#43;Bearer&#43;Value9</pre>"
+    cleaned = scrub(page, [token])
+    assert "Secret" not in cleaned
+    assert "<secret>" in cleaned

@@ -88,6 +88,8 @@ def test_both_secret_and_file_is_an_error(tmp_path: Path, monkeypatch: pytest.Mo
         ("SLOEVAL_HTTP_PORT", "70000", "SLOEVAL_HTTP_PORT"),
         ("SLOEVAL_PROMETHEUS_URL", "prometheus:9090", "http://"),
         ("SLOEVAL_PROMETHEUS_URL", "http://127.0.0.1:99999", "SLOEVAL_PROMETHEUS_URL: port 99999"),
+        ("SLOEVAL_PROMETHEUS_URL", "http://xn--a:9090", "not a valid internationalised host name"),
+        ("SLOEVAL_PROMETHEUS_URL", "http://prometheus:9090/" + "a" * 70_000, "the limit is 2048"),
         ("SLOEVAL_PROMETHEUS_URL", "http://127.0.0.1:0", "SLOEVAL_PROMETHEUS_URL: port 0"),
         ("SLOEVAL_PROMETHEUS_URL", "http://prometheus:90x", "SLOEVAL_PROMETHEUS_URL"),
         ("SLOEVAL_PROMETHEUS_URL", "http://:9090", "SLOEVAL_PROMETHEUS_URL"),

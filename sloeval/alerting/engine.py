@@ -36,7 +36,6 @@ class Alerting:
         self._store = store
         self._channels = channels
         self._settings = settings
-        self._slos = {slo.name: slo for slo in config.slos}
         self._states: dict[AlertKey, AlertState] = states
         self._stored: dict[AlertKey, AlertState] = dict(states)  # what the store holds
         self._last_cycle_at = last_cycle_at
@@ -59,7 +58,6 @@ class Alerting:
     def reconfigure(self, config: SLOConfig) -> None:
         """Use a reloaded SLO file; firing alerts of removed SLOs resolve at the next cycle."""
         self._config = config
-        self._slos = {slo.name: slo for slo in config.slos}
 
     @property
     def states(self) -> dict[AlertKey, AlertState]:
@@ -78,12 +76,15 @@ class Alerting:
                 )
             self._states = kept
         evaluations, stale = evaluate_rules(snapshot, data_missing_after=self._settings.stale_alert_after)
+        # The SLOs the snapshot was evaluated with, not the engine's newest config: a reload that lands
+        # between a cycle and its step must not read the cycle's SLOs as removed (and page twice).
+        slos = {status.slo.name: status.slo for status in snapshot.statuses}
         result = step(
             self._states,
             evaluations,
             now=now,
             policy=self._config.notify,
-            known_slos=self._slos,
+            known_slos=slos,
             stale_slos=stale,
             interval=self._settings.eval_interval,
         )
@@ -92,7 +93,7 @@ class Alerting:
             channel = self._channels.get(group.channel)
             if channel is None:
                 continue
-            slo = self._slos.get(group.slo) or _stored_summary(group)
+            slo = slos.get(group.slo) or _stored_summary(group)
             rendered = channel.render(group, slo)
             deadline = now + self._settings.notify_deadline
             messages += [

@@ -62,7 +62,7 @@ def _duration_text(seconds: float) -> str:
 _UNSEEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
-def _visible(text: str, limit: int) -> str:
+def visible(text: str, limit: int) -> str:
     """``text`` on one line as it reads: every unseen character written out (``\\n``, ``\\u2028``,
     ``\\u202e``), so it can neither start a line nor turn the text around; cut after ``limit`` characters."""
     shown: list[str] = []
@@ -80,7 +80,7 @@ def _visible(text: str, limit: int) -> str:
 def _format_labels(labels: tuple[tuple[str, str], ...]) -> str:
     """Label values come from the monitored system: one line, unseen characters written out, and
     capped so one value cannot flood a message."""
-    text = ", ".join(f"{_visible(k, 100)}={_visible(v, 100)}" for k, v in labels)
+    text = ", ".join(f"{visible(k, 100)}={visible(v, 100)}" for k, v in labels)
     return text if len(text) <= 500 else text[:500] + "…"
 
 

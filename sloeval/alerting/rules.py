@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 
+from sloeval.alerting.messages import visible
 from sloeval.alerting.model import AlertKey, Facts, SLOSummary
 from sloeval.config.alert_rules import AlertRule, BudgetCondition, BurnRateCondition, SLIBelowCondition
 from sloeval.config.durations import format_duration
@@ -69,7 +70,7 @@ def _facts(slo: SLODefinition, summary: SLOSummary, rule: AlertRule, result: SLO
 def _data_missing_facts(status: SLOStatus, summary: SLOSummary, data_missing_after: float) -> Facts:
     condition = f"no data from Prometheus for {format_duration(max(1, int(data_missing_after)))}"
     if status.error:
-        condition += f" (last error: {status.error[:300]})"
+        condition += f" (last error: {visible(status.error, 300)})"  # Prometheus echoes label values
     return Facts(condition=condition, objective=status.slo.objective, slo=summary)
 
 

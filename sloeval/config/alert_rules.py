@@ -90,6 +90,13 @@ class AlertSpec(_Strict):
     sli_below: SLIBelowSpec | None = Field(None, description="SLI threshold condition.")
     for_: DurationText | None = Field(None, alias="for", description="How long the condition must hold (default 0).")
 
+    @field_validator("name")
+    @classmethod
+    def _not_the_meta_alert(cls, value: str) -> str:
+        if value == "SLODataMissing":
+            raise ValueError("SLODataMissing is sloeval's own alert for an SLO without data; choose another name")
+        return value
+
     @model_validator(mode="after")
     def _one_condition(self) -> AlertSpec:
         given = [k for k in ("burn_rate", "budget_remaining_below", "sli_below") if getattr(self, k) is not None]

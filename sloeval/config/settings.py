@@ -72,12 +72,17 @@ class SettingsBase(BaseSettings):
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
 
 
+MAX_URL_LENGTH = 2048
+
+
 def http_url(value: str) -> str:
     """A base URL setting: http(s) only, a host and port a client can connect to, no query or
     fragment (paths are appended to it), without a trailing slash. Checked here so that a URL the
     HTTP client would refuse is a settings error, not a crash at the first request."""
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; the limit is {MAX_URL_LENGTH}")
     if any(not ("!" <= char <= "~") for char in value):
         raise ValueError("must be printable ASCII without spaces (write a host name in its xn-- form)")
     try:
@@ -102,6 +107,13 @@ def http_url(value: str) -> str:
             raise ValueError(f"{host!r} is not an IPv4 address") from None
     elif not _HOST_NAME.fullmatch(host):
         raise ValueError(f"{host!r} is not a host name")
+    else:
+        for label in host.split("."):
+            if label.lower().startswith("xn--"):
+                try:
+                    label.encode("ascii").decode("idna")
+                except UnicodeError:
+                    raise ValueError(f"{host!r} is not a valid internationalised host name") from None
     _, colon, port = (address[address.find("]") + 1 :] if address.startswith("[") else address).partition(":")
     if colon and not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"port {port or '(empty)'} is not a TCP port (1-65535)")

@@ -128,6 +128,11 @@ class PrometheusClient:
         except httpx.HTTPError as exc:
             self._on_attempt("error")
             raise PrometheusQueryError(f"HTTP error: {type(exc).__name__}", query=promql, retryable=True) from None
+        except (httpx.InvalidURL, UnicodeError) as exc:  # a URL settings let through: one line, no retry
+            self._on_attempt("error")
+            raise PrometheusQueryError(
+                f"the Prometheus URL cannot be used: {type(exc).__name__}", query=promql
+            ) from None
         try:
             payload = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,7 +59,10 @@ class PrometheusQueryError(SloevalError):
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret, in any case, replaced by ``<secret>``: a gateway may echo the
     request's ``Authorization`` header in its error page, and error texts reach logs and stdout."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    if secrets and "&" in text:  # an HTML page may write the echoed header with entities (&#43; for +)
+        text = html.unescape(text)
+    for secret in secrets:
         text = re.sub(re.escape(secret), "<secret>", text, flags=re.IGNORECASE)
     return text
 

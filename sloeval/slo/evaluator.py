@@ -289,13 +289,17 @@ class _Cycle:
                 for members in requests:
                     group.start_soon(run, members)
 
-        await run_all(pack(needed))
+        # Long windows in requests of their own: a slow 30d refresh never holds up the short windows.
+        short = pack([e for e in needed if not plan.is_long(e)])
+        await run_all(short + pack([e for e in needed if plan.is_long(e)]))
         # A term's own fault (see _splittable) may come from one term: ask the terms of such
         # requests one by one, so that one broken SLO does not take the others down. When every
         # request failed, one request is split first as a probe; if none of its terms succeeds
         # either, the error is Prometheus's, not a term's, and no more requests are sent.
         if splittable and not succeeded:
-            probe = splittable.pop(0)
+            # A raw SLI's request holds one SLO's own PromQL: its failure says nothing of Prometheus.
+            shared = [i for i, members in enumerate(splittable) if members[0].group == ""]
+            probe = splittable.pop(shared[0] if shared else 0)
             await run_all([(member,) for member in probe])
         if splittable and succeeded:
             await run_all([(member,) for members in splittable for member in members])
@@ -364,7 +368,13 @@ class _Cycle:
             if samples is None and ident not in asked.needed:  # a long window, valid at this instant
                 cached = self.evaluator._long.get(part.expression.promql)
                 samples = cached.samples if cached is not None else None
-            if samples is None:  # asked, and cut off by the deadline: never an expired answer
+            if samples is None and self.evaluator.plan.is_long(part.expression):
+                # A long window's refresh cut off by the deadline: that window has no data this cycle
+                # (never an expired answer), while the SLO's short windows, which fast-burn alerts
+                # read, still stand.
+                log.warning("long_window_unfinished", slo=slo.name, window=part.window_name)
+                continue
+            if samples is None:  # asked, and cut off by the deadline
                 return self._unfinished(slo)
             tag = (part.part, part.window_name)
             raw = isinstance(slo.indicator, RawIndicator)

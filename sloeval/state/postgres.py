@@ -199,20 +199,41 @@ class PostgresStateStore:
     A broken connection is replaced at the next call; until then every call raises StateStoreError.
     """
 
-    def __init__(self, url: str, connection: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, url: str, connection: psycopg.AsyncConnection[Any] | None) -> None:
         self._url = url
         self._connection: psycopg.AsyncConnection[Any] | None = connection
         self._lock = anyio.Lock()
         self.epoch = 0  # this replica's leader epoch; 0 while it has never led
+        self.schema_ready = connection is not None  # ``open`` migrated through the connection it made
+
+    async def ensure_schema(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        """Create or migrate the schema through ``connection`` if no connection has yet (a replica
+        that started while the database was away does it once the database answers)."""
+        if not self.schema_ready:
+            await migrate(connection)
+            self.schema_ready = True
 
     @classmethod
     async def open(cls, url: str) -> PostgresStateStore:
+        """Connect and create or migrate the schema; a newer schema stops the start (StateStoreError).
+
+        A database that does not answer does not stop the start: a sidecar must not crash-loop (its
+        pod would turn unready) because the database is away. The replica evaluates and exports, and
+        the schema is made when the database answers.
+        """
         try:
             connection = await connect(url)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
+        except (psycopg.OperationalError, OSError, TimeoutError) as exc:
+            if isinstance(exc, psycopg.OperationalError) and ("FATAL:" in str(exc) or "invalid" in str(exc)):
+                # The server answered and refused (password, database name), or the URL is wrong.
+                raise _store_error(exc, url) from _cause(exc, url)
+            log.warning("database_unavailable", error=_scrubbed(exc, url), hint="alerting starts once it answers")
+            return cls(url, None)
+        except psycopg.Error as exc:
             raise _store_error(exc, url) from _cause(exc, url)
         try:
             await migrate(connection)
+            await check_session_pooling(connection)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await connection.close()  # a refused start must not leave its session behind
@@ -232,6 +253,7 @@ class PostgresStateStore:
                         await stale.close()
                 if self._connection is None:
                     self._connection = await connect(self._url)
+                    await self.ensure_schema(self._connection)
                 with anyio.fail_after(QUERY_TIMEOUT + 2):
                     yield self._connection
             except StateStoreError:
@@ -418,6 +440,7 @@ class AdvisoryLockLeadership:
         self._valid_until = -math.inf
         self.database_up = False
         self.changed = anyio.Event()  # set (and replaced) whenever leadership is taken or lost
+        self._refusal = ""  # the last reason this replica may not lead, logged once
 
     def is_leader(self) -> bool:
         return self._holding and time.monotonic() < self._valid_until
@@ -456,12 +479,19 @@ class AdvisoryLockLeadership:
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self.database_up = False
             await self._drop(f"{type(exc).__name__}: {_scrubbed(exc, self._url)}")
+        except StateStoreError as exc:  # a pooler in transaction mode, a newer schema: never lead
+            self.database_up = True
+            if str(exc) != self._refusal:
+                log.error("leadership_refused", error=str(exc))
+                self._refusal = str(exc)
+            await self._drop(str(exc))
         if self.is_leader() != was_leader:
             log.info("leadership_changed", leader=self.is_leader(), epoch=self.epoch)
             self.changed.set()
             self.changed = anyio.Event()
 
     async def _try_lock(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        await self._store.ensure_schema(connection)
         asked = time.monotonic()  # the lease counts from the question, not the answer
         row = await (await connection.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))).fetchone()
         if row is None or not row[0]:

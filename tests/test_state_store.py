@@ -423,3 +423,33 @@ def test_state_file_lost_while_open_is_recreated_with_the_whole_state(tmp_path: 
     # The lost file's journal is never replayed onto the new file: dropped, or kept aside next to a replacement.
     leftovers = sorted(p.name.split(".orphaned-")[0] for p in (tmp_path / "state").glob(f"{DB_NAME}-*"))
     assert leftovers == ([] if how == "deleted" else [f"{DB_NAME}-shm", f"{DB_NAME}-wal"])
+
+
+def test_a_deleted_lock_file_is_locked_again_so_a_second_sloeval_is_still_refused(tmp_path: Path) -> None:
+    problems: list[str] = []
+    store = SQLiteStateStore.open(tmp_path, on_problem=problems.append)
+    try:
+        for path in tmp_path.iterdir():  # "rm state/*" while running
+            path.unlink()
+        store.commit_cycle({KEY: FIRING}, [], NOW)
+        assert "lock_lost" in problems
+        with pytest.raises(StateStoreError, match="in use by another sloeval"):
+            SQLiteStateStore.open(tmp_path)
+        assert store.load_alerts() == {KEY: FIRING}
+    finally:
+        store.close()
+    SQLiteStateStore.open(tmp_path).close()  # released on close
+
+
+def test_a_lock_file_taken_over_by_another_sloeval_stops_this_one_writing(tmp_path: Path) -> None:
+    store = SQLiteStateStore.open(tmp_path)
+    try:
+        (tmp_path / "sloeval.lock").unlink()
+        other = SQLiteStateStore.open(tmp_path)  # it got in before this one noticed
+        try:
+            with pytest.raises(StateStoreError, match="in use by another sloeval"):
+                store.commit_cycle({KEY: FIRING}, [], NOW)
+        finally:
+            other.close()
+    finally:
+        store.close()

@@ -175,7 +175,7 @@ class DaemonMetrics:
             "sloeval_state_store_errors",
             "State store trouble by kind: write_failed (a cycle's alert state and messages not saved),"
             " file_missing and file_replaced (the state file deleted or replaced while running: a new one"
-            " is written from the state in memory).",
+            " is written from the state in memory), lock_lost (the lock file deleted: locked again).",
             ["kind"],
             registry=self.registry,
         )
@@ -192,7 +192,7 @@ class DaemonMetrics:
         )
         for outcome in ("success", "error", "timeout", "connect_error"):
             self.queries.labels(outcome)
-        for kind in ("write_failed", "file_missing", "file_replaced"):
+        for kind in ("write_failed", "file_missing", "file_replaced", "lock_lost"):
             self.state_store_errors.labels(kind)
         for outcome in ("success", "partial", "failed"):
             self.cycles.labels(outcome)

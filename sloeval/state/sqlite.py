@@ -116,6 +116,31 @@ class SQLiteStateStore:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
 
+    def _follow_lock(self) -> None:
+        """Keep the directory lock on the lock file that is there now.
+
+        Deleting the directory's files deletes ``sloeval.lock`` with them; the lock would then guard
+        a file nobody can see, and a second sloeval could start and page too. A lock file that is
+        gone or replaced is locked again; if another sloeval holds the new one, this one stops
+        writing (StateStoreError each cycle) rather than page beside it.
+        """
+        if self._lock_fd < 0:
+            return
+        path = self.path.parent / LOCK_NAME
+        try:
+            held, there = os.fstat(self._lock_fd), os.stat(path)
+            if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        log.error(
+            "state_lock_file_lost", path=str(path), hint="locked again; do not delete the state directory's files"
+        )
+        self._on_problem("lock_lost")
+        new_fd = _lock_directory(self.path.parent)  # StateStoreError when another sloeval took it meanwhile
+        os.close(self._lock_fd)
+        self._lock_fd = new_fd
+
     def _follow_file(self) -> None:
         """Notice the database file deleted or replaced since it was opened, and start a new one.
 
@@ -196,6 +221,7 @@ class SQLiteStateStore:
         message after a restart would read, slightly older.
         """
         with self._locked():
+            self._follow_lock()
             self._follow_file()
             if previous is None or self._write_all:
                 upserts, removed = list(states.items()), None

@@ -240,3 +240,21 @@ def test_the_engine_steps_a_snapshot_with_the_slos_it_was_evaluated_with(tmp_pat
 
     states = anyio.run(scenario)
     assert ("errors", "Fast") in states  # not resolved as "SLO removed", so not paged again later
+
+
+def test_a_resolved_goes_where_its_firing_went_after_a_reload_changed_the_severity() -> None:
+    """Routes pick channels by severity: a critical rule made a warning must still close the chat's incident."""
+    from sloeval.alerting.grouping import group_notifications
+
+    warning = parse_slo_text(
+        CONFIG_TEXT.replace("severity: critical, burn_rate", "severity: warning, burn_rate"), Path("slos.yaml")
+    )
+    r = advance({}, snap(0, result(20.0)))
+    fired = sorted(g.channel for g in group_notifications(r.notifications, CFG.notify) if g.slo == "errors")
+    assert fired == ["email", "telegram"]
+    stored = {key: AlertState.from_json(state.to_json()) for key, state in r.states.items()}  # also across a restart
+    r = advance(stored, snap(30, result(0.0, slo=warning.slos[0]), slo=warning.slos[0]), warning)
+    resolved = [n for n in r.notifications if n.key == FAST]
+    assert [n.status for n in resolved] == ["resolved"]
+    groups = group_notifications(tuple(resolved), warning.notify)
+    assert sorted(g.channel for g in groups) == ["email", "telegram"]  # warning routes only to email

@@ -36,7 +36,8 @@ def group_notifications(notifications: Sequence[Notification], policy: NotifyPol
     """
     grouped: dict[tuple[str, str], list[Notification]] = {}
     for notification in notifications:
-        for channel in policy.channels_for(notification.severity):
+        channels = dict.fromkeys((*policy.channels_for(notification.severity), *notification.also_to))
+        for channel in channels:
             grouped.setdefault((channel, notification.key.slo), []).append(notification)
     groups = []
     for (channel, slo), items in grouped.items():

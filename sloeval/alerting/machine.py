@@ -143,7 +143,8 @@ def step(
                     key, state.severity, "firing", state.facts, now, _or_now(state.firing_since, now), not first
                 )
             )
-            new_states[key] = replace(state, last_sent_at=now)
+            sent_to = tuple(dict.fromkeys((*state.sent_to, *policy.channels_for(state.severity))))
+            new_states[key] = replace(state, last_sent_at=now, sent_to=sent_to)
     return StepResult(new_states, tuple(notifications), tuple(sorted(stale)))
 
 
@@ -163,7 +164,8 @@ def _resolve(key: AlertKey, state: AlertState, facts: Facts, now: float, policy:
         return []
     if _silenced(policy, key, state.severity, now):
         facts = replace(facts, note=ENDED_SILENCED if facts.note is None else f"{facts.note}; {ENDED_SILENCED}")
-    return [Notification(key, state.severity, "resolved", facts, now, _or_now(state.firing_since, now))]
+    since = _or_now(state.firing_since, now)
+    return [Notification(key, state.severity, "resolved", facts, now, since, also_to=state.sent_to)]
 
 
 def clock(moment: float, now: float) -> str:

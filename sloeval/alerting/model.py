@@ -134,6 +134,7 @@ class AlertState:
     firing_since: float | None = None
     last_sent_at: float | None = None  # None while firing = a FIRING message is still owed
     no_data_since: float | None = None  # firing, and its condition has had no data since then
+    sent_to: tuple[str, ...] = ()  # the channels its FIRING went to
 
     def to_json(self) -> str:
         return json.dumps(
@@ -144,6 +145,7 @@ class AlertState:
                 "firing_since": self.firing_since,
                 "last_sent_at": self.last_sent_at,
                 "no_data_since": self.no_data_since,
+                "sent_to": list(self.sent_to),
                 "facts": self.facts.to_json(),
             }
         )
@@ -161,6 +163,7 @@ class AlertState:
             firing_since=None if data.get("firing_since") is None else float(data["firing_since"]),
             last_sent_at=None if data.get("last_sent_at") is None else float(data["last_sent_at"]),
             no_data_since=None if data.get("no_data_since") is None else float(data["no_data_since"]),
+            sent_to=tuple(str(c) for c in data.get("sent_to") or ()),
             facts=Facts.from_json(data["facts"]),
         )
 
@@ -174,3 +177,4 @@ class Notification:
     at: float
     since: float
     repeat: bool = False
+    also_to: tuple[str, ...] = ()  # a RESOLVED goes where its FIRING went, whatever the routes say now

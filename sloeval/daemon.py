@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -12,7 +13,7 @@ import anyio
 import structlog
 from anyio import CancelScope
 
-from sloeval.alerting.channels import build_channels, channel_names
+from sloeval.alerting.channels import Channel, build_channels, channel_names
 from sloeval.alerting.dispatcher import Dispatcher
 from sloeval.alerting.engine import Alerting
 from sloeval.alerting.machine import firing_alerts
@@ -30,6 +31,9 @@ from sloeval.state import open_state_store
 log = structlog.get_logger("sloeval.daemon")
 SWITCH_INTERVAL = 0.0005
 LEADERSHIP_POLL = 0.5
+SEND_GRACE = 5.0
+"""Seconds a send in flight may still take when this replica stops leading or stops: long enough for a
+normal send to finish and be recorded (else the next leader sends it again), short enough for SIGTERM."""
 
 
 def readiness(holder: SnapshotHolder, settings: Settings) -> tuple[bool, str]:
@@ -91,12 +95,16 @@ async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Ma
             client = prometheus_client_for(settings, http, lambda outcome: metrics.queries.labels(outcome).inc())
             role = _AlertingRole(config, store, leadership, channel_settings, settings, metrics, holder)
             watcher = ConfigWatcher(config, min_window=settings.eval_interval, channels=channel_names())
-            async with anyio.create_task_group() as group:
-                group.start_soon(_watch_signals, group.cancel_scope, watcher)
-                group.start_soon(leadership.run)
-                group.start_soon(role.run)
-                loop = _EvaluationLoop(settings, client, holder, metrics, role, watcher)
-                await loop.run(config)
+            # Leadership outlives the rest: on SIGTERM the loop and the alerting role stop first (a send
+            # in flight gets SEND_GRACE to finish and be recorded), then the lock is given back.
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(leadership.run)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(_watch_signals, group.cancel_scope, watcher)
+                    group.start_soon(role.run)
+                    loop = _EvaluationLoop(settings, client, holder, metrics, role, watcher)
+                    await loop.run(config)
+                outer.cancel_scope.cancel()
     finally:
         server.close()
         with anyio.CancelScope(shield=True):
@@ -173,7 +181,7 @@ class _AlertingRole:
         async with anyio.create_task_group() as group:
             for dispatcher in dispatchers.values():
                 group.start_soon(dispatcher.run)
-            group.start_soon(self._step, engine, dispatchers)
+            group.start_soon(self._step, engine, channels, dispatchers)
             self.engine, self._dispatchers = engine, dispatchers
             self._metrics.leader.set(1)
             self._holder.publish_firing(_firing_rows(engine))
@@ -185,6 +193,8 @@ class _AlertingRole:
                 self.engine, self._dispatchers, self._latest = None, {}, None
                 self._metrics.leader.set(0)
                 self._holder.publish_firing(())
+                for dispatcher in dispatchers.values():
+                    dispatcher.finish_within(SEND_GRACE)
                 group.cancel_scope.cancel()
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
@@ -196,7 +206,7 @@ class _AlertingRole:
         self._latest = snapshot
         self._arrived.set()
 
-    async def _step(self, engine: Alerting, dispatchers: dict[str, Dispatcher]) -> None:
+    async def _step(self, engine: Alerting, channels: dict[str, Channel], dispatchers: dict[str, Dispatcher]) -> None:
         """Advance the alerts with each snapshot handed over; wake the workers of new messages."""
         while True:
             await self._arrived.wait()
@@ -212,6 +222,11 @@ class _AlertingRole:
                 log.error(
                     "alert_state_not_saved", error=str(exc), hint="check the state store (full, read-only, down?)"
                 )
+                # The commit may have landed with its answer lost: the store, not memory, says what was
+                # sent, so the next step starts from it (else it would queue the same FIRING again).
+                with contextlib.suppress(OSError, StateStoreError):
+                    engine = await Alerting.open(self._config, self._store, channels, self._settings)
+                    self.engine = engine
             self._holder.publish_firing(_firing_rows(engine))
 
 

@@ -228,7 +228,7 @@ async def test_a_deposed_leader_writes_and_claims_nothing(postgres_url: str, rep
         while not await b.tick():
             await anyio.sleep(0.05)
     assert b.store.epoch > a.store.epoch
-    assert a.leadership.is_leader()  # it has not heard yet
+    assert not a.leadership.is_leader()  # its ended session is seen before any send, lease or not
     with pytest.raises(StateStoreError, match="no longer the leader") as info:
         await a.store.commit_cycle({KEY: FIRING, OTHER: PENDING}, [message("from a, deposed")], NOW + 60)
     assert str(info.value) == f"no longer the leader (epoch {a.store.epoch}, the database has {b.store.epoch})"
@@ -243,7 +243,7 @@ async def test_a_deposed_leader_writes_and_claims_nothing(postgres_url: str, rep
     assert await fetch(postgres_url, "SELECT claimed_epoch FROM outbox") == [(b.store.epoch,)]
     await b.store.commit_cycle({OTHER: PENDING}, [message("from b")], NOW + 60)
     assert await b.store.load_alerts() == {OTHER: PENDING}
-    assert not await a.tick()  # a learns it at its next heartbeat
+    assert not await a.tick()  # and its heartbeat agrees
     assert b.leadership.is_leader()
 
 
@@ -489,3 +489,23 @@ async def test_a_call_cancelled_midway_leaves_the_store_usable(postgres_url: str
     assert await store.load_alerts() == {OTHER: PENDING}
     assert [item.subject for item in await store.due("telegram", NOW + 120)] == ["first"]
     assert await store.counts() == {("telegram", "pending"): 2}
+
+
+def test_only_a_refusal_that_will_not_pass_stops_the_start() -> None:
+    from sloeval.state.postgres import _refused_for_good
+
+    assert _refused_for_good('FATAL:  password authentication failed for user "sloeval"')
+    assert _refused_for_good('FATAL:  database "nowhere" does not exist')
+    assert _refused_for_good('invalid integer value "port" for connection option "port"')
+    assert not _refused_for_good("FATAL:  sorry, too many clients already")
+    assert not _refused_for_good("FATAL:  the database system is shutting down")
+    assert not _refused_for_good("FATAL:  the database system is starting up")
+    assert not _refused_for_good("Connection refused")
+
+
+def test_a_password_with_a_space_is_scrubbed_too() -> None:
+    from sloeval.state.postgres import _scrubbed
+
+    url = "postgresql://u:S3cr3tPW x@127.0.0.1:5432/db"
+    error = ValueError('unexpected spaces found in "S3cr3tPW x"')
+    assert "S3cr3tPW" not in _scrubbed(error, url)

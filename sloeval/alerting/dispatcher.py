@@ -48,6 +48,7 @@ class Dispatcher:
         self._prune_interval = prune_interval
         self._may_send = may_send
         self._wake = anyio.Event()
+        self._in_flight: anyio.CancelScope | None = None
 
     @property
     def channel_name(self) -> str:
@@ -55,6 +56,12 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def finish_within(self, seconds: float) -> None:
+        """Let the send in flight, if any, go on for at most ``seconds`` more (before this worker is cancelled)."""
+        scope = self._in_flight
+        if scope is not None and not scope.cancel_called:
+            scope.deadline = min(scope.deadline, anyio.current_time() + seconds)
 
     async def run(self) -> None:
         """Deliver what is due, then sleep until the next message that can be sent, a wake-up or the idle poll.
@@ -103,8 +110,14 @@ class Dispatcher:
     async def _deliver(self, item: OutboxItem) -> bool:
         message = RenderedMessage(subject=item.subject, text=item.body, html=item.html)
         try:
-            with anyio.fail_after(self._attempt_timeout + 5.0):
+            # Shielded: a send under way is not cut off when the worker is cancelled (leadership lost,
+            # SIGTERM), or the next leader would send it again; finish_within bounds how long it may take.
+            scope = self._in_flight = anyio.CancelScope(shield=True)
+            with scope, anyio.fail_after(self._attempt_timeout + 5.0):
                 await self._channel.send(item.recipient, message)
+            if scope.cancelled_caught:  # cut off by finish_within: not known to be sent, left pending
+                log.warning("delivery_cut_off", channel=self._channel.name, recipient=item.recipient)
+                return False
         except DeliveryError as exc:
             await self._failed(item, exc.message, permanent=exc.permanent, retry_after=exc.retry_after)
             return False

@@ -74,6 +74,10 @@ MIGRATION_LOCK = LEADER_LOCK + 1  # held (per transaction) while the schema is c
 KEEP_DONE_SECONDS = 7 * 86400
 HEARTBEAT = 2.0
 LEASE = 6.0
+IDLE_SESSION_TIMEOUT = 8.0
+"""The leadership session's ``idle_session_timeout``: a frozen or paused leader (SIGSTOP, a VM pause, a
+stuck event loop) still answers TCP keepalives from its kernel, so only its silence can end its session
+and free the lock. Longer than the lease, so a live leader has stopped leading before it could expire."""
 CONNECT_TIMEOUT = 5.0
 QUERY_TIMEOUT = 10.0
 #: libpq's own keepalives (the client notices a dead server) and the server's (it notices us).
@@ -98,7 +102,7 @@ OUTBOX_ITEM_OF_OUTBOX = ", ".join(f"outbox.{column}" for column in OUTBOX_ITEM.s
 
 
 #: ``scheme://user:password@`` (up to the authority's last ``@``) and ``password=...`` in a conninfo string.
-_URL_PASSWORD = re.compile(r"(\w+://[^:/?#@\s]*:)([^/?#\s]*)(@)")
+_URL_PASSWORD = re.compile(r"(\w+://[^:/?#@\s]*:)([^/?#]*)(@)")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 
 
@@ -118,6 +122,18 @@ def _passwords(url: str) -> set[str]:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+#: Refusals that pass by themselves: the server is full, starting, stopping or recovering.
+_PASSING = ("too many clients", "the database system is", "remaining connection slots")
+
+
+def _refused_for_good(message: str) -> bool:
+    """Whether a failed connect is the settings' fault (a wrong password or database name, a bad URL),
+    not the database being away for a while (refused, unreachable, full, restarting)."""
+    if any(text in message for text in _PASSING):
+        return False
+    return "FATAL:" in message or "invalid" in message
 
 
 def _scrubbed(error: BaseException, url: str) -> str:
@@ -224,7 +240,7 @@ class PostgresStateStore:
         try:
             connection = await connect(url)
         except (psycopg.OperationalError, OSError, TimeoutError) as exc:
-            if isinstance(exc, psycopg.OperationalError) and ("FATAL:" in str(exc) or "invalid" in str(exc)):
+            if isinstance(exc, psycopg.OperationalError) and _refused_for_good(str(exc)):
                 # The server answered and refused (password, database name), or the URL is wrong.
                 raise _store_error(exc, url) from _cause(exc, url)
             log.warning("database_unavailable", error=_scrubbed(exc, url), hint="alerting starts once it answers")
@@ -443,7 +459,11 @@ class AdvisoryLockLeadership:
         self._refusal = ""  # the last reason this replica may not lead, logged once
 
     def is_leader(self) -> bool:
-        return self._holding and time.monotonic() < self._valid_until
+        """Holding the lock, within the lease, and the lock's session not ended by the server (a
+        terminated session frees the lock at once: asked before every send, so no send follows)."""
+        if not (self._holding and time.monotonic() < self._valid_until):
+            return False
+        return self._connection is not None and not _hung_up(self._connection)
 
     @property
     def epoch(self) -> int:
@@ -469,6 +489,7 @@ class AdvisoryLockLeadership:
                 if self._connection is None or self._connection.closed:
                     self._holding = False
                     self._connection = await connect(self._url)
+                    await self._connection.execute(f"SET idle_session_timeout = {int(IDLE_SESSION_TIMEOUT * 1000)}")
                 if self._holding:
                     asked = time.monotonic()  # the lease counts from the question, not the answer
                     await self._connection.execute("SELECT 1")
@@ -491,7 +512,8 @@ class AdvisoryLockLeadership:
             self.changed = anyio.Event()
 
     async def _try_lock(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        await self._store.ensure_schema(connection)
+        await migrate(connection)  # at every takeover: a schema newer than this sloeval refuses it
+        self._store.schema_ready = True
         asked = time.monotonic()  # the lease counts from the question, not the answer
         row = await (await connection.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))).fetchone()
         if row is None or not row[0]:

@@ -275,3 +275,30 @@ def test_a_replica_starts_without_its_database_and_leads_once_it_answers(stack: 
     assert metric(replica, "sloeval_database_up") == 1
     stack.burn()
     wait_for_pages(stack, "FIRING", 1, 90)  # the schema was made when the database came: state works
+
+
+def test_a_frozen_leader_loses_the_lock_and_sends_nothing_when_it_wakes(stack: Stack) -> None:
+    """SIGSTOP (a VM pause, a stuck loop): its kernel still answers keepalives; its silence ends the session."""
+    replicas = [stack.replica() for _ in range(2)]
+    wait_until(lambda: len(leaders(replicas)) == 1, 30, "one leader")
+    (frozen,) = leaders(replicas)
+    (other,) = [d for d in replicas if d is not frozen]
+    stack.burn()
+    wait_for_pages(stack, "FIRING", 1, 90)
+    # Frozen between a send and its record, a page is sent again by the next leader (at least once):
+    # freeze it once both are recorded, so that what is measured is the takeover.
+    wait_until(lambda: sum(e["event"] == "notification_sent" for e in frozen.events()) >= 2, 10, "both pages recorded")
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        wait_until(lambda: leaders([other]) == [other], 30, "the other replica leads while the leader is frozen")
+        print(f"takeover from a frozen leader: {time.monotonic() - stopped_at:.1f}s")
+        stack.heal()
+        wait_for_pages(stack, "RESOLVED", 1, 60)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: metric(frozen, "sloeval_leader") == 0, 20, "the woken replica knows it lost")
+    time.sleep(4)
+    pages = stack.pages()
+    assert [count(lines, "FIRING") for lines in pages.values()] == [1, 1], pages
+    assert [count(lines, "RESOLVED") for lines in pages.values()] == [1, 1], pages

@@ -329,14 +329,7 @@ class _Cycle:
         unknown = query is not None and query not in self.evaluator._bounds
         exc = self.bucket_errors.get(query) if query is not None and unknown else None
         if exc is not None:
-            log.warning(
-                "slo_query_failed",
-                slo=slo.name,
-                error=exc.message,
-                error_type=exc.error_type,
-                status_code=exc.status_code,
-                query=exc.query,
-            )
+            _log_failed(slo, exc)
             error = f"{error}: {exc.message}"
         elif unknown and self.deadline is not None:
             log.warning("slo_query_unfinished", slo=slo.name, deadline_seconds=self.deadline)
@@ -356,14 +349,7 @@ class _Cycle:
             samples = answers.samples.get(ident)
             if samples is None and ident in answers.errors:
                 exc = answers.errors[ident]
-                log.warning(
-                    "slo_query_failed",
-                    slo=slo.name,
-                    error=exc.message,
-                    error_type=exc.error_type,
-                    status_code=exc.status_code,
-                    query=exc.query,
-                )
+                _log_failed(slo, exc)
                 return SLOStatus(slo=slo, results=(), error=exc.message)
             if samples is None and ident not in asked.needed:  # a long window, valid at this instant
                 cached = self.evaluator._long.get(part.expression.promql)
@@ -456,4 +442,15 @@ def _result_for(slo: SLODefinition, key: LabelKey, parts: dict[tuple[str, str], 
         burn_rate=burn,
         events=WindowValues(names, events) if not raw else WindowValues((), ()),
         error_budget_remaining=sli_math.budget_remaining(burn[slo.period_name]),
+    )
+
+
+def _log_failed(slo: SLODefinition, exc: PrometheusQueryError) -> None:
+    log.warning(
+        "slo_query_failed",
+        slo=slo.name,
+        error=exc.message,
+        error_type=exc.error_type,
+        status_code=exc.status_code,
+        query=exc.query,
     )

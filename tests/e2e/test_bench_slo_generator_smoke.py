@@ -108,7 +108,11 @@ def test_sloeval_and_slo_generator_agree_on_every_window(slo_generator_python: P
     steady = [c for c in cycles if c["tool"] == STEADY]
     assert len(steady) == document["steady_cycles_per_run"] == max(MIN_STEADY_CYCLES, math.ceil(refresh / interval))
     assert [c["at"] - steady[0]["at"] for c in steady] == [interval * i for i in range(len(steady))]
-    assert document["steady_first_cycle"]["requests"] == full[FULL]["requests"]
+    first = document["steady_first_cycle"]
+    assert first["terms"] == full[FULL]["terms"]  # the daemon's first cycle asks every expression
+    # Long windows go in requests of their own (a slow refresh never holds up the short windows), so a
+    # cycle that refreshes them may send more, smaller requests than an every-window cycle packed as one.
+    assert first["requests"] >= full[FULL]["requests"]
     # Fewer queries: a steady cycle never asks more than an every-window one, the typical one (median)
     # asks fewer PromQL expressions, and so does the whole refresh period. (A cycle that refreshes a long
     # window may ask as much as a full one; and the 8 SLOs' expressions fit into 3 requests of up to 32
@@ -117,7 +121,7 @@ def test_sloeval_and_slo_generator_agree_on_every_window(slo_generator_python: P
     assert max(terms) <= full_terms
     assert statistics.median(terms) < full_terms
     assert sum(terms) < len(terms) * full_terms
-    assert all(c["requests"] <= full[FULL]["requests"] for c in steady)
+    assert all(c["requests"] <= first["requests"] for c in steady)
     # Cycles with a long-window refresh ask more than those without.
     assert min(c["terms"] for c in steady) < max(c["terms"] for c in steady)
     assert len(document["steady_ratios"]) == len(document["ratios"]) == 1

@@ -53,6 +53,7 @@ bench: venv system-deps
 	$(BIN)/python -m bench.slo_generator_compare --json .bench-cache/slo-generator-compare.json
 	$(BIN)/python -m bench.detection_latency --json .bench-cache/detection-latency.json
 	$(BIN)/python -m bench.metrics_load --clients 200 --seconds 10
+	$(BIN)/python -m bench.replica_soak --json .bench-cache/replica-soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo build *.egg-info

@@ -7,7 +7,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import structlog
@@ -51,16 +51,15 @@ def next_tick(previous: float, interval: float, now: float) -> float:
     return previous + ticks * interval
 
 
-async def _watch_signals(scope: CancelScope, watcher: ConfigWatcher) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("reload_requested", signal="SIGHUP")
-                watcher.request_reload()
-                continue
-            log.info("shutdown_requested", signal=signal.Signals(signum).name)
-            scope.cancel()
-            return
+async def _watch_signals(scope: CancelScope, watcher: ConfigWatcher, signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            log.info("reload_requested", signal="SIGHUP")
+            watcher.request_reload()
+            continue
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        scope.cancel()
+        return
 
 
 async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Mapping[str, SettingsBase]) -> None:
@@ -68,6 +67,15 @@ async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Ma
     # Scrape threads and the loop share one interpreter lock; a short switch interval lets the
     # loop get it back within half a millisecond instead of five during a burst of scrapes.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # Signals are taken from here on: a SIGTERM that comes as soon as /healthz answers is handled
+    # (gracefully, once the loop runs) instead of killing the process.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        await _run(settings, config, channel_settings, signals)
+
+
+async def _run(
+    settings: Settings, config: SLOConfig, channel_settings: Mapping[str, SettingsBase], signals: AsyncIterator[int]
+) -> None:
     holder = SnapshotHolder()
     metrics = DaemonMetrics(holder, settings.metric_prefix)
     store, leadership = await open_state_store(
@@ -100,7 +108,7 @@ async def run_daemon(settings: Settings, config: SLOConfig, channel_settings: Ma
             async with anyio.create_task_group() as outer:
                 outer.start_soon(leadership.run)
                 async with anyio.create_task_group() as group:
-                    group.start_soon(_watch_signals, group.cancel_scope, watcher)
+                    group.start_soon(_watch_signals, group.cancel_scope, watcher, signals)
                     group.start_soon(role.run)
                     loop = _EvaluationLoop(settings, client, holder, metrics, role, watcher)
                     await loop.run(config)
